@@ -1,0 +1,290 @@
+"""Typed configuration for every stage (Hydra structured configs).
+
+Each dataclass validates itself in ``__post_init__`` so that a bad value fails with a
+readable message before any compute: ``OmegaConf.to_object`` (see ``to_config``) builds
+the dataclasses and so runs these checks. ``register_configs`` puts the schemas into
+Hydra's ConfigStore, which also rejects unknown keys and wrong types.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and the rule."""
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {rule}")
+
+
+def _one_of(key: str, value: str, allowed: tuple) -> None:
+    _check(value in allowed, key, f"must be one of {list(allowed)}", value)
+
+
+@dataclass
+class DatasetConfig:
+    """Where a labelled source lives and how its columns map to the schema."""
+
+    name: str = "custom"
+    # csv | tsv | json | jsonl | parquet | hf (hub name or load_from_disk folder)
+    format: str = "csv"
+    # split name -> file (relative to data.root unless absolute); a single "all" entry
+    # means the source has one file that is split by ``test_size``/``dev_size``.
+    files: Dict[str, str] = field(default_factory=dict)
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: Optional[str] = None
+    # optional label-id -> name mapping, e.g. {"0": "negative", "1": "positive"}
+    label_names: Dict[str, str] = field(default_factory=dict)
+    # multi-hot sources (SenWave): label columns; rows with exactly one label are kept
+    multi_hot_columns: List[str] = field(default_factory=list)
+    keep_top_labels: Optional[int] = None
+    test_size: Optional[float] = None  # carve test from "all" (stratified, seeded)
+    split_seed: int = 42
+    encoding: str = "utf-8"
+    language: str = "en"
+    hf_config: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _one_of("dataset.format", self.format, ("csv", "tsv", "json", "jsonl", "parquet", "hf"))
+        if self.test_size is not None:
+            _check(0 < self.test_size < 1, "dataset.test_size", "must be in (0, 1)", self.test_size)
+        if self.keep_top_labels is not None:
+            _check(self.keep_top_labels >= 2, "dataset.keep_top_labels", "must be >= 2", self.keep_top_labels)
+
+
+@dataclass
+class DataConfig:
+    """How the low-resource training set is drawn from a dataset (all seeded, stratified)."""
+
+    root: Optional[str] = None  # DCLS_DATA_DIR overrides; default ../shared/data
+    protocol: str = "full"  # full | k_shot | fraction
+    k: int = 10  # per class, for k_shot
+    fraction: float = 1.0  # of the training split, for fraction
+    dev_size: float = 0.1  # share of train carved as dev when the source has no dev split
+    dev_k: Optional[int] = None  # k_shot: dev rows per class (default k)
+    seed: int = 42
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        _one_of("data.protocol", self.protocol, ("full", "k_shot", "fraction"))
+        _check(self.k >= 1, "data.k", "must be >= 1", self.k)
+        _check(0 < self.fraction <= 1, "data.fraction", "must be in (0, 1]", self.fraction)
+        _check(0 < self.dev_size < 1, "data.dev_size", "must be in (0, 1)", self.dev_size)
+        _check(self.max_length >= 8, "data.max_length", "must be >= 8", self.max_length)
+
+    def resolved_root(self) -> Path:
+        env = os.environ.get("DCLS_DATA_DIR")
+        if env:
+            return Path(env).expanduser()
+        if self.root:
+            return Path(self.root).expanduser()
+        return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass
+class ModelConfig:
+    """The encoder: ``minilm`` (embedded), ``tiny`` (random, tests) or a hub id / local path."""
+
+    name: str = "minilm"
+    tiny_hidden: int = 64
+    tiny_layers: int = 2
+    tiny_heads: int = 2
+    tiny_intermediate: int = 128
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "model.name", "must not be empty", self.name)
+        _check(self.tiny_hidden % self.tiny_heads == 0, "model.tiny_hidden",
+               "must be divisible by model.tiny_heads", self.tiny_hidden)
+
+
+@dataclass
+class WarmupConfig:
+    """Continued masked-LM training of a generator whose checkpoint has no MLM head."""
+
+    enabled: str = "auto"  # auto (only when the checkpoint lacks an MLM head) | true | false
+    corpus: List[str] = field(default_factory=list)  # files or dataset presets, labels ignored
+    max_sentences: int = 20000
+    max_steps: int = 2000
+    max_seconds: float = 1800.0
+    batch_size: int = 32
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    mask_prob: float = 0.15
+    restrict_vocab: bool = True
+
+    def __post_init__(self) -> None:
+        _one_of("generator.warmup.enabled", str(self.enabled).lower(), ("auto", "true", "false"))
+        _check(0 < self.mask_prob < 1, "generator.warmup.mask_prob", "must be in (0, 1)", self.mask_prob)
+        _check(self.max_steps >= 0, "generator.warmup.max_steps", "must be >= 0", self.max_steps)
+
+
+@dataclass
+class GeneratorConfig:
+    """The label-aware diffusion LM: schedule, training and reverse-process decoding."""
+
+    T: int = 32
+    lam: float = 0.5
+    group_size: int = 4
+    group_index: int = 4  # 1-based: steps (g-1)*size+1 .. g*size
+    epochs: int = 2
+    lr: float = 4e-6
+    batch_size: int = 16
+    init_from_proxy: bool = True
+    reverse_steps: int = 4  # k; 1 = the authors' one-pass decoding
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.9
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.T >= 1, "generator.T", "must be >= 1", self.T)
+        _check(self.lam >= 0, "generator.lam", "must be >= 0", self.lam)
+        _check(self.group_size >= 1 and self.T % self.group_size == 0, "generator.group_size",
+               f"must be >= 1 and divide T={self.T}", self.group_size)
+        groups = self.T // self.group_size if self.group_size else 0
+        _check(1 <= self.group_index <= groups, "generator.group_index",
+               f"must be in 1..T/group_size = 1..{groups}", self.group_index)
+        _check(self.reverse_steps >= 1, "generator.reverse_steps", "must be >= 1", self.reverse_steps)
+        _check(self.temperature > 0, "generator.temperature", "must be > 0", self.temperature)
+        _check(0 < self.top_p <= 1, "generator.top_p", "must be in (0, 1]", self.top_p)
+        _check(self.top_k >= 0, "generator.top_k", "must be >= 0", self.top_k)
+        _check(self.lr > 0, "generator.lr", "must be > 0", self.lr)
+
+    def group_steps(self) -> List[int]:
+        start = (self.group_index - 1) * self.group_size + 1
+        return list(range(start, start + self.group_size))
+
+
+@dataclass
+class AugmentConfig:
+    """Which augmenter, how many pseudo samples, and how they are refreshed."""
+
+    method: str = "diffusion"  # diffusion | none (baselines register further names)
+    policy: str = "per_sample"  # per_sample (G/E) | balance (B/D)
+    n: int = 4  # pseudo samples per original (per_sample)
+    mode: str = "static"  # static | reflective
+    regenerate_every: int = 1  # R epochs, reflective mode
+    min_confidence: Optional[float] = None  # optional judge filter (off: the paper has none)
+
+    def __post_init__(self) -> None:
+        _one_of("augment.policy", self.policy, ("per_sample", "balance"))
+        _one_of("augment.mode", self.mode, ("static", "reflective"))
+        _check(self.n >= 0, "augment.n", "must be >= 0", self.n)
+        _check(self.regenerate_every >= 1, "augment.regenerate_every", "must be >= 1", self.regenerate_every)
+        if self.min_confidence is not None:
+            _check(0 <= self.min_confidence <= 1, "augment.min_confidence", "must be in [0, 1]", self.min_confidence)
+
+
+@dataclass
+class ClassifierConfig:
+    """Proxy and final classifier training (noise-resistant objective)."""
+
+    epochs: int = 10
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    batch_size: int = 16
+    alpha: float = 1.0  # weight of the contrastive loss L_c (paper: 1)
+    tau: float = 0.1
+    proxy_epochs: int = 15
+    proxy_lr: float = 2e-5
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "classifier.epochs", "must be >= 1", self.epochs)
+        _check(self.proxy_epochs >= 1, "classifier.proxy_epochs", "must be >= 1", self.proxy_epochs)
+        _check(self.lr > 0, "classifier.lr", "must be > 0", self.lr)
+        _check(self.alpha >= 0, "classifier.alpha", "must be >= 0", self.alpha)
+        _check(self.tau > 0, "classifier.tau", "must be > 0", self.tau)
+        _check(self.batch_size >= 2, "classifier.batch_size", "must be >= 2", self.batch_size)
+
+
+@dataclass
+class RayConfig:
+    """Where work runs: actor pools for scoring/generation, Ray Train for training."""
+
+    address: Optional[str] = None  # None: RAY_ADDRESS or a local Ray sized to the machine
+    num_cpus: Optional[int] = None  # local Ray only
+    actors: int = 1
+    cpus_per_actor: float = 0.5  # < 1 keeps CPU headroom (ray issue 44687)
+    gpus_per_actor: float = 0.0
+    batch_size: int = 32
+    num_workers: int = 0  # 0 = Ray Train local mode (loop in the driver)
+    use_gpu: bool = False
+    strategy: str = "ddp"  # ddp | deepspeed
+    zero_stage: int = 2
+    max_restarts: int = 2  # actor restarts on failure
+    max_task_retries: int = 3
+
+    def __post_init__(self) -> None:
+        _one_of("ray.strategy", self.strategy, ("ddp", "deepspeed"))
+        _check(self.zero_stage in (0, 1, 2, 3), "ray.zero_stage", "must be 0, 1, 2 or 3", self.zero_stage)
+        _check(self.actors >= 1, "ray.actors", "must be >= 1", self.actors)
+        _check(self.num_workers >= 0, "ray.num_workers", "must be >= 0", self.num_workers)
+        _check(self.batch_size >= 1, "ray.batch_size", "must be >= 1", self.batch_size)
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    experiment: str = "default"
+    seed: int = 13
+    output_dir: Optional[str] = None  # the run folder; default <storage_path>/<experiment>
+    storage_path: str = "runs"  # shared root for run folders and cached stage outputs
+    cache_dir: Optional[str] = None  # cross-run cache (warm-up); default <storage_path>/cache
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra so YAML presets are type-checked against them."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, node in (("dataset", DatasetConfig), ("model", ModelConfig),
+                        ("generator", GeneratorConfig), ("augment", AugmentConfig),
+                        ("classifier", ClassifierConfig), ("ray", RayConfig)):
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+def to_config(cfg: Any) -> Config:
+    """DictConfig -> validated ``Config`` (raises ``ConfigError`` on bad values)."""
+    from omegaconf import OmegaConf
+
+    if isinstance(cfg, Config):
+        return cfg
+    merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    try:
+        return OmegaConf.to_object(merged)
+    except Exception as exc:  # omegaconf wraps errors raised in __post_init__
+        cause = exc
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            nxt = cause.__cause__ or cause.__context__
+            if isinstance(nxt, ConfigError):
+                raise nxt from None
+            cause = nxt
+        raise
+
+
+def configs_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(overrides: Optional[List[str]] = None, config_name: str = "config") -> Config:
+    """Compose ``configs/config.yaml`` with overrides outside a Hydra app (tests, CLI)."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(configs_dir()), version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides or []))
+    return to_config(cfg)
