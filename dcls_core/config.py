@@ -39,6 +39,8 @@ class DatasetConfig:
     text_column: str = "text"
     label_column: str = "label"
     id_column: Optional[str] = None
+    # per-split column overrides, e.g. {"test": {"text": "content"}} (keys: text, label, id)
+    split_columns: Dict[str, Dict[str, str]] = field(default_factory=dict)
     # optional label-id -> name mapping, e.g. {"0": "negative", "1": "positive"}
     label_names: Dict[str, str] = field(default_factory=dict)
     # multi-hot sources (SenWave): label columns; rows with exactly one label are kept
@@ -49,6 +51,9 @@ class DatasetConfig:
     encoding: str = "utf-8"
     language: str = "en"
     hf_config: Optional[str] = None
+    # format=hf: hub name for datasets.load_dataset, or a datasets.save_to_disk folder
+    # (relative to data.root unless absolute); ``files`` then maps split -> HF split name
+    hf_path: Optional[str] = None
 
     def __post_init__(self) -> None:
         _one_of("dataset.format", self.format, ("csv", "tsv", "json", "jsonl", "parquet", "hf"))
