@@ -139,7 +139,7 @@ def read_hf(hf_path: str, hf_config: Optional[str], files: Dict[str, str], root:
     except Exception as exc:  # network, missing cache, bad name: all reported the same way
         raise DataError(f"could not load Hugging Face dataset {hf_path!r}: {exc}") from None
 
-    if hasattr(loaded, "keys") and callable(loaded.keys):  # DatasetDict
+    if isinstance(loaded, dict):  # DatasetDict subclasses dict
         available = list(loaded.keys())
         if files:
             mapping = dict(files)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -64,18 +64,21 @@ def carve_dev(train: pd.DataFrame, dev_size: float, seed: int) -> Tuple[pd.DataF
     return rest, dev
 
 
-def k_shot(frame: pd.DataFrame, k: int, seed: int, where: str = "train") -> pd.DataFrame:
-    """Exactly ``k`` random rows of every class of ``frame``; raises :class:`DataError` naming
+def k_shot(frame: pd.DataFrame, k: int, seed: int, where: str = "train",
+           classes: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Exactly ``k`` random rows of every class of ``frame`` (or of every name in ``classes``,
+    so that a class absent from ``frame`` counts as 0 rows); raises :class:`DataError` naming
     each class with fewer than ``k`` rows (``where`` names the frame in that message)."""
     if k < 1:
         raise ConfigError(f"k={k!r} is invalid: must be >= 1")
-    classes = _positions_by_class(frame)
-    small = {label: len(pos) for label, pos in classes if len(pos) < k}
+    sizes = {label: len(pos) for label, pos in _positions_by_class(frame)}
+    wanted = sorted(set(sizes) | set(classes or ()))
+    small = {label: sizes.get(label, 0) for label in wanted if sizes.get(label, 0) < k}
     if small:
         detail = ", ".join(f"class {label!r} has only {n}" for label, n in small.items())
         raise DataError(f"k_shot: k={k} rows per class requested from {where}, but {detail}; "
                         f"lower k or use data.protocol=fraction")
-    selected, _ = _select(frame, {label: k for label, _ in classes}, seed)
+    selected, _ = _select(frame, {label: k for label in sizes}, seed)
     return selected
 
 
@@ -110,12 +113,13 @@ def apply_protocol(frames: Dict[str, pd.DataFrame], data_cfg: DataConfig) -> Dic
         dev_k = data_cfg.k if data_cfg.dev_k is None else data_cfg.dev_k
         if dev_k < 1:
             raise ConfigError(f"data.dev_k={dev_k!r} is invalid: must be >= 1")
+        classes = sorted(set(train["label"]))
         new_train = k_shot(train, data_cfg.k, seed, where="train (data.k)")
         if dev is not None:
-            new_dev = k_shot(dev, dev_k, seed, where="the source dev split (data.dev_k)")
+            new_dev = k_shot(dev, dev_k, seed, where="the source dev split (data.dev_k)", classes=classes)
         else:
             rest = train.iloc[~train.index.isin(new_train.index)]
-            new_dev = k_shot(rest, dev_k, seed,
+            new_dev = k_shot(rest, dev_k, seed, classes=classes,
                              where=f"the train rows left after the {data_cfg.k}-shot draw (data.dev_k)").copy()
             new_dev["split"] = "dev"
         train, dev = new_train, new_dev
