@@ -1,0 +1,77 @@
+"""Classification metrics (numpy only, JSON-serialisable output).
+
+Macro-F1 is the unweighted mean of the per-class F1 over *every* class in
+``label_names``, including classes that never occur or are never predicted; any
+0/0 (precision of a never-predicted class, recall of an absent class, F1 when both are
+0) counts as 0, like scikit-learn's ``zero_division=0``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+__all__ = ["classification_metrics", "to_label_ids"]
+
+
+def to_label_ids(values: Sequence[Any], label_names: Sequence[str]) -> np.ndarray:
+    """Label names or integer ids -> int64 ids in ``label_names`` order (ValueError if unknown)."""
+    arr = np.asarray(list(values), dtype=object)
+    n = len(label_names)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if all(isinstance(v, str) for v in arr):
+        index = {name: i for i, name in enumerate(label_names)}
+        unknown = sorted({v for v in arr if v not in index})
+        if unknown:
+            raise ValueError(f"labels {unknown} are not in label_names {list(label_names)}")
+        return np.array([index[v] for v in arr], dtype=np.int64)
+    ids = np.asarray([int(v) for v in arr], dtype=np.int64)
+    bad = ids[(ids < 0) | (ids >= n)]
+    if bad.size:
+        raise ValueError(f"label ids {sorted(set(bad.tolist()))} are outside 0..{n - 1}")
+    return ids
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = num.astype(np.float64)
+    den = den.astype(np.float64)
+    out = np.zeros_like(num)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def classification_metrics(y_true: Sequence[Any], y_pred: Sequence[Any],
+                           label_names: Sequence[str]) -> Dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
+
+    ``y_true``/``y_pred`` hold ids (ints, index into ``label_names``) or label names.
+    ``confusion[i][j]`` counts rows of true class i predicted as class j.
+    """
+    names: List[str] = [str(n) for n in label_names]
+    if not names:
+        raise ValueError("label_names must not be empty")
+    t = to_label_ids(y_true, names)
+    p = to_label_ids(y_pred, names)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.shape[0]} vs {p.shape[0]}")
+    c = len(names)
+    confusion = np.zeros((c, c), dtype=np.int64)
+    np.add.at(confusion, (t, p), 1)
+    tp = np.diag(confusion)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support)
+    f1 = _safe_div(2 * precision * recall, precision + recall)
+    total = int(confusion.sum())
+    return {
+        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "macro_f1": float(f1.mean()),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(names)
+        },
+        "confusion": confusion.tolist(),
+    }

@@ -1,0 +1,101 @@
+"""Noise-resistant training objective (DiffusionCLS, Eqs. 4-6).
+
+For a batch holding K *original* samples with encoder representations h_i and labels
+l_i, the negative set of i is N_i = {j original : l_j != l_i}. The contrastive term is
+exactly the formula of the paper (see /shared/METHOD.md, item 8)::
+
+    L_c = (1/K) * log  sum_i sum_{j in N_i}  exp( sim(h_i, h_j) / tau )
+
+with sim the cosine similarity. Note where the operators sit: one ``log`` around the
+double sum over all ordered (anchor, negative) pairs, then a division by K (the number
+of originals in the batch). It is computed with ``torch.logsumexp`` over the
+vector of pair scores, so large ``1/tau`` cannot overflow. Minimising it pushes the
+representations of different-label originals apart; there is no positive term.
+
+Pseudo samples (``is_original == False``) never enter L_c: they are removed before any
+similarity is formed, so they get exactly zero gradient from it (noisy pseudo samples
+cannot pull the geometry). When the batch has no negative pair (fewer than two
+originals, or all originals share a label) L_c is 0 (still attached to the graph, with
+zero gradient).
+
+The full objective is L = L_e + alpha * L_c, with L_e the cross-entropy over originals
+AND pseudo samples together (the paper uses alpha = 1 and leaves tau unspecified; the
+authors' released code computed L_c and dropped it, here it is really optimised).
+
+Representation choice: h is the encoder's final-layer hidden state at the first token
+([CLS] for BERT, <s> for RoBERTa/XLM-R, DistilBERT's first token), taken from
+``outputs.hidden_states[-1][:, 0]`` with ``output_hidden_states=True``. It is the one
+representation every ``AutoModelForSequenceClassification`` head reads from (BERT passes
+it through its pooler, RoBERTa/DistilBERT through a dense layer), so the contrastive
+geometry is shaped exactly where the classifier head looks, for any architecture.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["contrastive_loss", "noise_resistant_loss", "first_token_representation"]
+
+
+def first_token_representation(outputs) -> torch.Tensor:
+    """[B, H] final-layer hidden state of the first token from a model called with
+    ``output_hidden_states=True``."""
+    hidden = getattr(outputs, "hidden_states", None)
+    if hidden is None:
+        raise ValueError("the model output has no hidden_states: call it with output_hidden_states=True")
+    return hidden[-1][:, 0]
+
+
+def contrastive_loss(h: torch.Tensor, labels: torch.Tensor, is_original: torch.Tensor,
+                     tau: float) -> torch.Tensor:
+    """L_c over the ORIGINAL rows of the batch (Eq. 5), a scalar tensor.
+
+    h: float [B, H] representations; labels: int [B]; is_original: bool [B]; tau > 0.
+    """
+    if h.dim() != 2:
+        raise ValueError(f"h must be [B, H], got shape {tuple(h.shape)}")
+    if labels.shape[0] != h.shape[0] or is_original.shape[0] != h.shape[0]:
+        raise ValueError("h, labels and is_original must have the same batch size")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    keep = is_original.to(device=h.device, dtype=torch.bool)
+    ho = h[keep]  # pseudo rows are dropped here: no path from them to L_c
+    lo = labels.to(h.device)[keep]
+    k = ho.shape[0]
+    zero = (h * 0.0).sum()  # a graph-attached 0 with zero gradient everywhere
+    if k < 2:
+        return zero
+    if ho.dtype in (torch.float16, torch.bfloat16):
+        ho = ho.float()  # similarities and logsumexp in at least fp32
+    z = F.normalize(ho, p=2, dim=-1, eps=1e-8)
+    sim = z @ z.t()  # cosine similarities [K, K]
+    negative = lo.unsqueeze(0) != lo.unsqueeze(1)  # j in N_i  <=>  l_j != l_i (excludes i = j)
+    if not bool(negative.any()):
+        return zero
+    scores = sim[negative] / tau  # every ordered pair (i, j in N_i)
+    return (torch.logsumexp(scores, dim=0) / k).to(h.dtype)
+
+
+def noise_resistant_loss(logits: torch.Tensor, h: torch.Tensor, labels: torch.Tensor,
+                         is_original: torch.Tensor, alpha: float, tau: float
+                         ) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """L = L_e + alpha * L_c (Eq. 6) and its parts as floats {"loss", "ce", "contrastive"}.
+
+    L_e is the mean cross-entropy over all rows (originals and pseudo samples together);
+    L_c is ``contrastive_loss`` over the originals only. With alpha == 0 the loss is
+    exactly the cross-entropy (L_c is still reported, for monitoring).
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    ce = F.cross_entropy(logits, labels.to(logits.device))
+    if alpha == 0:
+        with torch.no_grad():
+            lc = contrastive_loss(h.detach(), labels, is_original, tau)
+        loss = ce
+    else:
+        lc = contrastive_loss(h, labels, is_original, tau)
+        loss = ce + alpha * lc
+    parts = {"loss": float(loss.detach()), "ce": float(ce.detach()), "contrastive": float(lc.detach())}
+    return loss, parts

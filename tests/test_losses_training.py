@@ -1,0 +1,340 @@
+"""Noise-resistant loss (Eqs. 4-6) and classifier training (tiny random model, toy corpus)."""
+import copy
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dcls_core.config import ClassifierConfig
+from dcls_core.losses import contrastive_loss, noise_resistant_loss
+from dcls_core import training
+from dcls_core.training import (FitResult, evaluate, fit_classifier, make_loader, predict, set_seed,
+                                train_epoch, train_proxy)
+
+LABELS = ["negative", "positive"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The test machine's cores are shared: one intra-op thread is much faster than two here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def brute_force_lc(h, labels, is_original, tau):
+    """(1/K) log sum_i sum_{j in N_i} exp(cos(h_i, h_j)/tau), originals only, plain Python."""
+    rows = [i for i in range(len(labels)) if is_original[i]]
+    k = len(rows)
+    total = 0.0
+    pairs = 0
+    for i in rows:
+        for j in rows:
+            if labels[j] != labels[i]:
+                a, b = h[i], h[j]
+                cos = float(a @ b) / (math.sqrt(float(a @ a)) * math.sqrt(float(b @ b)))
+                total += math.exp(cos / tau)
+                pairs += 1
+    return 0.0 if pairs == 0 else math.log(total) / k
+
+
+def test_contrastive_matches_brute_force_double_loop():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(12, 7, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (12,), generator=g)
+    is_original = torch.tensor([True, False, True, True, False, True, True, True, False, True, True, False])
+    for tau in (0.1, 0.5, 2.0):
+        got = contrastive_loss(h, labels, is_original, tau).item()
+        want = brute_force_lc(h, labels.tolist(), is_original.tolist(), tau)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_contrastive_gradient_is_exactly_zero_for_pseudo_rows():
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(8, 5, generator=g, requires_grad=True)
+    labels = torch.tensor([0, 1, 0, 1, 2, 0, 1, 2])
+    is_original = torch.tensor([True, True, False, True, False, True, False, True])
+    contrastive_loss(h, labels, is_original, tau=0.1).backward()
+    assert torch.equal(h.grad[~is_original], torch.zeros_like(h.grad[~is_original]))
+    assert (h.grad[is_original].abs().sum(dim=1) > 0).all()
+
+
+def test_pseudo_rows_do_not_change_the_value():
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(6, 4, generator=g)
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    only = contrastive_loss(h[:4], labels[:4], torch.ones(4, dtype=torch.bool), 0.2)
+    mixed = contrastive_loss(h, labels, torch.tensor([True] * 4 + [False] * 2), 0.2)
+    assert mixed.item() == pytest.approx(only.item(), rel=1e-6)
+    h2 = h.clone()
+    h2[4:] = 100 * torch.randn(2, 4, generator=g)  # arbitrary pseudo representations
+    again = contrastive_loss(h2, labels, torch.tensor([True] * 4 + [False] * 2), 0.2)
+    assert again.item() == pytest.approx(only.item(), rel=1e-6)
+
+
+def test_contrastive_zero_without_negative_pairs():
+    h = torch.randn(4, 3, requires_grad=True)
+    same = contrastive_loss(h, torch.tensor([1, 1, 1, 0]), torch.tensor([True, True, True, False]), 0.1)
+    assert same.item() == 0.0
+    one = contrastive_loss(h, torch.tensor([0, 1, 0, 1]), torch.tensor([True, False, False, False]), 0.1)
+    assert one.item() == 0.0
+    same.backward()
+    assert torch.equal(h.grad, torch.zeros_like(h.grad))
+
+
+def test_contrastive_lower_when_classes_clustered_than_mixed():
+    e1 = torch.tensor([1.0, 0.0])
+    e2 = torch.tensor([0.0, 1.0])
+    labels = torch.tensor([0, 0, 1, 1])
+    orig = torch.ones(4, dtype=torch.bool)
+    together = torch.stack([e1, e1 + 0.05 * e2, -e1, -e1 + 0.05 * e2])  # same class close, classes apart
+    apart = torch.stack([e1, -e1, e1 + 0.05 * e2, -e1 + 0.05 * e2])  # each class split across both poles
+    lt = contrastive_loss(together, labels, orig, 0.1).item()
+    la = contrastive_loss(apart, labels, orig, 0.1).item()
+    assert lt < la
+
+
+def test_contrastive_stable_at_small_tau():
+    h = torch.randn(16, 8)
+    lc = contrastive_loss(h, torch.arange(16) % 2, torch.ones(16, dtype=torch.bool), tau=1e-4)
+    assert torch.isfinite(lc)
+
+
+def test_alpha_zero_is_plain_cross_entropy_and_alpha_adds_lc():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 3, generator=g)
+    h = torch.randn(6, 4, generator=g)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    orig = torch.tensor([True, True, True, False, False, True])
+    ce = F.cross_entropy(logits, labels)
+    loss0, parts0 = noise_resistant_loss(logits, h, labels, orig, alpha=0.0, tau=0.1)
+    assert torch.equal(loss0, ce)
+    assert parts0["ce"] == pytest.approx(ce.item()) and parts0["loss"] == pytest.approx(ce.item())
+    lc = contrastive_loss(h, labels, orig, 0.1)
+    assert parts0["contrastive"] == pytest.approx(lc.item())  # still reported
+    loss2, parts2 = noise_resistant_loss(logits, h, labels, orig, alpha=2.0, tau=0.1)
+    assert loss2.item() == pytest.approx(ce.item() + 2.0 * lc.item(), rel=1e-6)
+    # L_e covers pseudo rows too: changing a pseudo row's logits changes the loss
+    logits_b = logits.clone()
+    logits_b[3] += torch.tensor([5.0, -5.0, 0.0])
+    loss_b, _ = noise_resistant_loss(logits_b, h, labels, orig, alpha=0.0, tau=0.1)
+    assert loss_b.item() != pytest.approx(loss0.item())
+
+
+# ----------------------------------------------------------------------------- toy data
+
+POS = ["great", "good", "excellent", "wonderful", "lovely"]
+NEG = ["bad", "awful", "terrible", "horrible", "poor"]
+NOUNS = ["movie", "food", "service", "book", "hotel", "show", "phone", "game"]
+
+
+def toy_frame(n: int, seed: int, split: str, prefix: str) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = LABELS[i % 2]
+        adj = rng.choice(POS if label == "positive" else NEG)
+        text = f"the {rng.choice(NOUNS)} was {adj}" if rng.random() < 0.5 else f"{adj} {rng.choice(NOUNS)}"
+        rows.append({"id": f"{prefix}{i}", "text": text, "label": label, "split": split})
+    return pd.DataFrame(rows)
+
+
+def toy_pseudo(frame: pd.DataFrame, tag: str = "p") -> pd.DataFrame:
+    rows = []
+    for _, r in frame.iterrows():
+        rows.append({"id": f"{r['id']}-{tag}", "text": r["text"] + " indeed", "label": r["label"],
+                     "split": "train", "is_pseudo": True, "source_id": r["id"], "step": 13,
+                     "mask_ratio": 0.4, "changed_ratio": 0.2})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_frame(40, 0, "train", "tr"), toy_frame(20, 1, "dev", "dv")
+
+
+_BASE = {}
+
+
+def fresh_model(tiny_model_cfg, seed: int = 0):
+    """load_classifier once per seed, then copies (loading re-reads the tokenizer: slow here)."""
+    from dcls_core.models import load_classifier
+
+    if seed not in _BASE:
+        _BASE[seed] = load_classifier(tiny_model_cfg, num_labels=len(LABELS), seed=seed)
+    return copy.deepcopy(_BASE[seed])
+
+
+def cfg(**kw) -> ClassifierConfig:
+    base = dict(epochs=2, lr=2e-3, batch_size=8, alpha=1.0, tau=0.1, proxy_epochs=2, proxy_lr=2e-3)
+    base.update(kw)
+    return ClassifierConfig(**base)
+
+
+# ----------------------------------------------------------------------------- training
+
+def test_make_loader_batches(tokenizer, toy):
+    train, _ = toy
+    frame = training.combine_frames(train.head(6), toy_pseudo(train.head(2)))
+    loader = make_loader(frame, tokenizer, LABELS, max_length=16, batch_size=4, shuffle=False)
+    batches = list(loader)
+    assert [b["input_ids"].shape[0] for b in batches] == [4, 4]
+    b0, b1 = batches
+    assert set(b0) == {"input_ids", "attention_mask", "labels", "is_original"}
+    assert b0["labels"].tolist() == [LABELS.index(x) for x in frame["label"][:4]]
+    assert b0["is_original"].tolist() == [True] * 4 and b1["is_original"].tolist() == [True, True, False, False]
+    assert b0["input_ids"].shape == b0["attention_mask"].shape
+    assert (b0["input_ids"][b0["attention_mask"] == 0] == tokenizer.pad_token_id).all()
+    order = lambda s: [b["labels"].tolist() + b["input_ids"][:, 1].tolist()
+                       for b in make_loader(train, tokenizer, LABELS, 16, 4, shuffle=True, seed=s)]
+    assert order(5) == order(5)
+    with pytest.raises(ValueError, match="not in label_names"):
+        make_loader(train.assign(label="neutral"), tokenizer, LABELS, 16, 4, shuffle=False)
+
+
+def test_train_epoch_really_optimises_the_contrastive_term(tiny_model_cfg, tokenizer, toy):
+    """The authors' code computed L_c and dropped it: alpha must change the update."""
+    train, _ = toy
+    params = []
+    for alpha in (0.0, 1.0):
+        model = fresh_model(tiny_model_cfg)
+        set_seed(0)
+        loader = make_loader(train.head(8), tokenizer, LABELS, 16, 8, shuffle=True, seed=0)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        stats = train_epoch(model, loader, opt, alpha=alpha, tau=0.1)
+        assert stats["contrastive"] > 0 and math.isfinite(stats["loss"])
+        params.append(model.bert.encoder.layer[0].attention.self.query.weight.detach().clone())
+    assert not torch.equal(params[0], params[1])
+
+
+def test_fit_learns_toy_corpus_and_restores_best_dev(tiny_model_cfg, tokenizer, toy):
+    train, dev = toy
+    model = fresh_model(tiny_model_cfg)
+    res = fit_classifier(model, tokenizer, train, dev, LABELS, cfg(epochs=5, lr=5e-3), max_length=16,
+                         seed=0, pseudo_df=toy_pseudo(train))
+    assert isinstance(res, FitResult) and len(res.history) == 5
+    assert res.history[0]["n_pseudo"] == 40 and res.history[0]["n_train"] == 80
+    assert res.best_dev_metrics["accuracy"] >= 0.9
+    f1s = [r["dev_macro_f1"] for r in res.history]
+    assert res.best_epoch == 1 + int(np.argmax(f1s))  # first best epoch
+    again = evaluate(res.model, dev, tokenizer, LABELS, 16)
+    assert again["macro_f1"] == pytest.approx(res.best_dev_metrics["macro_f1"])
+    assert again["accuracy"] >= 0.9
+    pred, probs = predict(res.model, dev, tokenizer, LABELS, 16, batch_size=7)
+    assert pred.shape == (20,) and probs.shape == (20, 2)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_fit_is_deterministic_for_a_seed(tiny_model_cfg, tokenizer, toy):
+    train, dev = toy
+    small = train.head(16)
+    out = []
+    for _ in range(2):
+        res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev, LABELS, cfg(epochs=2),
+                             max_length=16, seed=7, pseudo_df=toy_pseudo(small), schedule="linear",
+                             warmup_ratio=0.2)
+        pred, probs = predict(res.model, dev, tokenizer, LABELS, 16)
+        out.append((pred, probs, [r["loss"] for r in res.history]))
+    assert np.array_equal(out[0][0], out[1][0])
+    assert np.array_equal(out[0][1], out[1][1])
+    assert out[0][2] == out[1][2]
+
+
+def test_model_selection_reads_dev_only(tiny_model_cfg, tokenizer, toy, monkeypatch):
+    train, dev = toy
+    seen = []
+    real = training.evaluate
+
+    def spy(model, frame, *a, **k):
+        seen.append(set(frame["id"]))
+        return real(model, frame, *a, **k)
+
+    monkeypatch.setattr(training, "evaluate", spy)
+    fit_classifier(fresh_model(tiny_model_cfg), tokenizer, train.head(8), dev, LABELS, cfg(epochs=2),
+                   max_length=16, seed=0)
+    assert seen and all(ids == set(dev["id"]) for ids in seen)
+    test = toy_frame(10, 3, "test", "te")
+    with pytest.raises(ValueError, match="test split"):
+        fit_classifier(fresh_model(tiny_model_cfg), tokenizer, train.head(8), test, LABELS, cfg(),
+                       max_length=16, seed=0)
+
+
+def test_reflective_regenerates_every_r_epochs_static_never(tiny_model_cfg, tokenizer, toy):
+    train, dev = toy
+    small = train.head(8)
+    calls = []
+
+    def regenerate(model):
+        assert isinstance(model, torch.nn.Module)
+        calls.append(len(calls))
+        return toy_pseudo(small.head(2 + len(calls)), tag=f"r{len(calls)}")
+
+    res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev.head(6), LABELS, cfg(epochs=5),
+                         max_length=16, seed=0, mode="reflective", regenerate=regenerate, regenerate_every=2)
+    assert len(calls) == 3  # before epochs 1, 3, 5
+    assert [r["regenerated"] for r in res.history] == [True, False, True, False, True]
+    assert [r["n_pseudo"] for r in res.history] == [3, 3, 4, 4, 5]
+    assert len(res.pseudo_df) == 5
+
+    calls.clear()
+    fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev.head(6), LABELS, cfg(epochs=5),
+                   max_length=16, seed=0, pseudo_df=toy_pseudo(small.head(1)), mode="reflective",
+                   regenerate=regenerate, regenerate_every=2)
+    assert len(calls) == 2  # the given pseudo_df serves epochs 1-2; then before 3 and 5
+
+    calls.clear()
+    res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev.head(6), LABELS, cfg(epochs=3),
+                         max_length=16, seed=0, pseudo_df=toy_pseudo(small), mode="static",
+                         regenerate=regenerate)
+    assert calls == [] and [r["n_pseudo"] for r in res.history] == [8, 8, 8]
+    with pytest.raises(ValueError, match="regenerate"):
+        fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev, LABELS, cfg(), 16, 0,
+                       mode="reflective")
+
+
+def test_train_proxy_plain_ce_on_originals(tiny_model_cfg, tokenizer, toy, monkeypatch):
+    train, dev = toy
+    alphas = []
+    real = training.train_epoch
+
+    def spy(model, loader, optimizer, alpha, tau, **k):
+        alphas.append((alpha, optimizer.param_groups[0]["lr"]))
+        return real(model, loader, optimizer, alpha, tau, **k)
+
+    monkeypatch.setattr(training, "train_epoch", spy)
+    mixed = training.combine_frames(train.head(8), toy_pseudo(train.head(4)))
+    res = train_proxy(fresh_model(tiny_model_cfg), tokenizer, mixed, dev.head(6), LABELS,
+                      cfg(epochs=5, proxy_epochs=3, proxy_lr=1e-3), max_length=16, seed=0)
+    assert len(res.history) == 3 and alphas == [(0.0, 1e-3)] * 3
+    assert all(r["n_pseudo"] == 0 and r["n_train"] == 8 for r in res.history)
+
+
+def test_best_dev_epoch_weights_are_restored(tiny_model_cfg, tokenizer, toy, monkeypatch):
+    train, dev = toy
+    scripted = iter([0.2, 0.9, 0.5, 0.9])  # best at epoch 2; the tie at epoch 4 keeps epoch 2
+
+    def fake_evaluate(model, frame, *a, **k):
+        f1 = next(scripted)
+        return {"accuracy": f1, "macro_f1": f1, "per_class": {}, "confusion": []}
+
+    monkeypatch.setattr(training, "evaluate", fake_evaluate)
+    snapshots, records = [], []
+
+    def on_epoch(record, model):
+        records.append(record)
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, train.head(8), dev, LABELS, cfg(epochs=4),
+                         max_length=16, seed=0, on_epoch=on_epoch)
+    assert res.best_epoch == 2 and res.best_dev_metrics["macro_f1"] == 0.9
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4] and records == res.history
+    final = res.model.state_dict()
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
+    assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)
