@@ -1,0 +1,202 @@
+"""Ray Train plumbing: one entry point (``run_training``) and the pieces a loop uses inside.
+
+``run_training(loop_fn, loop_config, ray_cfg, storage_path, name)`` picks
+- local mode (``ray.num_workers=0``): the loop runs in the driver, no worker group (seconds);
+- DDP (``ray.strategy=ddp``): ``TorchTrainer`` with ``num_workers`` workers, gloo on CPU, NCCL on GPU;
+- DeepSpeed (``ray.strategy=deepspeed``): the same trainer; the loop wraps the model with
+  ``deepspeed.initialize`` and ZeRO stage ``ray.zero_stage`` (gloo on CPU).
+The loop reports a checkpoint (a ``save_pretrained`` folder) through ``ray.train.report``;
+``run_training`` returns the path of the last one.
+
+Inside a loop, ``Engine`` hides the strategy: ``engine.model`` for forward passes,
+``engine.backward(loss)``, ``engine.step()``, ``engine.unwrapped`` for saving and evaluation;
+``shard(items)`` gives this rank its equal-length share; ``report(metrics, save_fn)`` is the
+collective report (every rank calls it the same number of times: it is a barrier).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from dcls_core.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- driver side
+def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[str, Any],
+                 ray_cfg: RayConfig, storage_path: os.PathLike, name: str) -> Path:
+    """Run ``loop_fn`` under Ray Train and return the path of its last reported checkpoint."""
+    from ray.train import RunConfig, ScalingConfig, FailureConfig
+    from ray.train.torch import TorchTrainer
+
+    config = dict(loop_config)
+    config["_ray"] = asdict(ray_cfg)
+    # Local mode does not copy checkpoints to storage: the loop writes them there itself.
+    config["_checkpoint_root"] = str(Path(storage_path).resolve() / name / "local_checkpoints")
+    workers = int(ray_cfg.num_workers)
+    trainer = TorchTrainer(
+        loop_fn,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(ray_cfg.use_gpu) and workers > 0),
+        run_config=RunConfig(storage_path=str(Path(storage_path).resolve()), name=name,
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    mode = "local mode" if workers == 0 else f"{workers} workers, {ray_cfg.strategy}"
+    log.info("Ray Train %s: %s", name, mode)
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {name!r} reported no checkpoint")
+    return Path(result.checkpoint.path)
+
+
+# --------------------------------------------------------------------------- worker side
+def context() -> Dict[str, int]:
+    """World rank/size (local mode: 0/1)."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    return {"rank": ctx.get_world_rank(), "world": ctx.get_world_size()}
+
+
+def set_threads(ray_cfg: Dict[str, Any]) -> int:
+    """One share of the machine's cores per worker (2 workers on 2 cores: 1 thread each)."""
+    import torch
+
+    workers = max(1, int(ray_cfg.get("num_workers") or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def shard(items: Sequence[Any], rank: int, world: int) -> List[Any]:
+    """This rank's share, padded by wrapping so every rank gets the same count (DDP steps in lockstep)."""
+    items = list(items)
+    if world <= 1 or not items:
+        return items
+    per_rank = -(-len(items) // world)
+    padded = items + items[: per_rank * world - len(items)]
+    return padded[rank::world]
+
+
+class Engine:
+    """DDP / DeepSpeed / plain model behind one interface."""
+
+    def __init__(self, model, ray_cfg: Dict[str, Any], lr: float, weight_decay: float = 0.0,
+                 batch_size: int = 8, grad_clip: float = 1.0):
+        import torch
+
+        self.strategy = ray_cfg.get("strategy", "ddp")
+        self.distributed = int(ray_cfg.get("num_workers") or 0) > 0
+        self.grad_clip = grad_clip
+        self.deepspeed = self.strategy == "deepspeed" and self.distributed
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.deepspeed:
+            import deepspeed
+            import torch.distributed as dist
+
+            use_gpu = bool(ray_cfg.get("use_gpu"))
+            if not dist.is_initialized():  # Ray Train has set it up already; keep this safe
+                deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+            stage = int(ray_cfg.get("zero_stage", 2))
+            ds_config = {
+                "train_micro_batch_size_per_gpu": int(batch_size),
+                "gradient_accumulation_steps": 1,
+                "gradient_clipping": grad_clip,
+                "zero_optimization": {"stage": stage},
+                "steps_per_print": 10 ** 9,
+                "wall_clock_breakdown": False,
+            }
+            if stage == 3:
+                ds_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            self.engine, self.optimizer, _, _ = deepspeed.initialize(
+                model=model, optimizer=optimizer, config=ds_config)
+            self.model = self.engine
+            self._unwrapped = self.engine.module
+            self.zero_stage = stage
+        else:
+            if self.distributed:
+                import ray.train.torch
+
+                self.model = ray.train.torch.prepare_model(model)
+            else:
+                self.model = model
+            self._unwrapped = model
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+    @property
+    def unwrapped(self):
+        return self._unwrapped
+
+    @property
+    def device(self):
+        return next(self._unwrapped.parameters()).device
+
+    def train(self):
+        self.model.train()
+
+    def eval(self):
+        self.model.eval()
+
+    def backward(self, loss) -> None:
+        if self.deepspeed:
+            self.engine.backward(loss)
+        else:
+            loss.backward()
+
+    def step(self) -> None:
+        import torch
+
+        if self.deepspeed:
+            self.engine.step()
+            return
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self._unwrapped.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict_for_save(self) -> Optional[Dict[str, Any]]:
+        """Full weights (collective under ZeRO-3: every rank must call it); None = use the module's."""
+        if self.deepspeed and self.zero_stage == 3:
+            return self.engine._zero3_consolidated_16bit_state_dict()
+        return None
+
+
+_REPORTS = {"n": 0}
+
+
+def report(metrics: Dict[str, Any], save_fn: Optional[Callable[[Path], None]] = None,
+           config: Optional[Dict[str, Any]] = None) -> None:
+    """Collective report: rank 0 writes a checkpoint folder with ``save_fn`` (others pass none).
+
+    Pass the loop's ``config`` so that local mode (which keeps checkpoints where they were
+    written) writes into the run's storage instead of a temporary folder.
+    """
+    import ray.train
+    from ray.train import Checkpoint
+
+    rank = context()["rank"]
+    if save_fn is None:
+        ray.train.report(metrics)
+        return
+    local = config is not None and int(config["_ray"].get("num_workers") or 0) == 0
+    if local:
+        _REPORTS["n"] += 1
+        folder = Path(config["_checkpoint_root"]) / f"checkpoint_{os.getpid()}_{_REPORTS['n']:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_fn(folder)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)))
+        return
+    with tempfile.TemporaryDirectory(prefix="dcls-ckpt-") as tmp:
+        checkpoint = None
+        if rank == 0:
+            save_fn(Path(tmp))
+            checkpoint = Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
