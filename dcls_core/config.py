@@ -225,6 +225,10 @@ class RayConfig:
     zero_stage: int = 2
     max_restarts: int = 2  # actor restarts on failure
     max_task_retries: int = 3
+    # per-fit Ray Train workers (proxy, generator, baseline, classifier); missing = num_workers
+    fit_workers: Dict[str, int] = field(default_factory=dict)
+    # tests only: the first actor of each scoring/generation pool exits after this many batches, once
+    fault_kill_actor_after: int = 0
 
     def __post_init__(self) -> None:
         _one_of("ray.strategy", self.strategy, ("ddp", "deepspeed"))

@@ -1,0 +1,232 @@
+"""Ray-free glue between the DiffusionCLS pieces: what one pipeline stage does to one batch.
+
+``jobs/`` runs these functions on Ray Data actors and Ray Train workers; ``DiffusionAugmenter``
+chains them in one process (``dcls augment`` without Ray, tests). Checkpoints are ordinary
+``save_pretrained`` folders (model + tokenizer; the generator's tokenizer holds the label
+prompt tokens).
+
+Generation works on *sources*: one row per original with the list of diffusion steps planned
+for it (``plan_sources``), so that every call sees all of a source's plan items and the pseudo
+ids ``<source_id>~p<k>`` and their seeds do not depend on how rows are cut into batches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dcls_core.config import AugmentConfig, ClassifierConfig, GeneratorConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(model: nn.Module, tokenizer, folder: PathLike,
+                    state_dict: Optional[Dict[str, torch.Tensor]] = None) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder), state_dict=state_dict)
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def load_classifier_checkpoint(path: PathLike):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), attn_implementation="eager")
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(str(path))
+
+
+def load_generator_checkpoint(path: PathLike, label_names: Sequence[str]) -> Dict[str, Any]:
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from dcls_core.prompting import add_label_tokens
+
+    model = AutoModelForMaskedLM.from_pretrained(str(path), attn_implementation="eager")
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    label_token_ids = add_label_tokens(tokenizer, model, list(label_names))  # reuses saved tokens
+    return {"model": model, "tokenizer": tokenizer, "label_token_ids": label_token_ids}
+
+
+def init_encoder_from(target: nn.Module, source: nn.Module) -> int:
+    """Copy the encoder weights of ``source`` (the proxy) into ``target`` (the masked LM);
+    returns how many tensors were copied (embedding rows only where shapes agree)."""
+    src = getattr(source, source.base_model_prefix).state_dict()
+    dst_base = getattr(target, target.base_model_prefix)
+    dst = dst_base.state_dict()
+    copied = 0
+    for key, value in src.items():
+        if key in dst and dst[key].shape == value.shape:
+            dst[key] = value.clone()
+            copied += 1
+        elif key in dst and dst[key].dim() == 2 and dst[key].shape[1:] == value.shape[1:]:
+            rows = min(dst[key].shape[0], value.shape[0])
+            dst[key][:rows] = value[:rows]
+            copied += 1
+    dst_base.load_state_dict(dst)
+    return copied
+
+
+# --------------------------------------------------------------------------- importance
+def score_frame(classifier: nn.Module, tokenizer, frame: pd.DataFrame, max_length: int,
+                batch_size: int = 32) -> List[List[float]]:
+    """Per-text-token importance (Eq. 1) of every row's text, in row order."""
+    from dcls_core.importance import score_texts
+
+    return score_texts(classifier, tokenizer, frame["text"].astype(str).tolist(), max_length, batch_size)
+
+
+# --------------------------------------------------------------------------- generation plans
+def plan_sources(train_df: pd.DataFrame, augment_cfg: AugmentConfig, generator_cfg: GeneratorConfig,
+                 seed: int) -> pd.DataFrame:
+    """One row per original that gets pseudo samples: ``id, text, label, steps`` (list of ints)."""
+    from dcls_core.generation import plan_balance, plan_per_sample
+
+    steps = generator_cfg.group_steps()
+    frame = train_df.reset_index(drop=True)
+    if augment_cfg.policy == "balance":
+        plan = plan_balance(frame, steps, seed)
+    else:
+        plan = plan_per_sample(frame, augment_cfg.n, steps)
+    per_row: Dict[int, List[int]] = {}
+    for row, step in plan:
+        per_row.setdefault(int(row), []).append(int(step))
+    rows = sorted(per_row)
+    out = frame.iloc[rows][["id", "text", "label"]].copy().reset_index(drop=True)
+    out["steps"] = [per_row[r] for r in rows]
+    return out
+
+
+def expected_pseudo_ids(sources: pd.DataFrame) -> List[str]:
+    return [f"{sid}~p{k}" for sid, steps in zip(sources["id"], sources["steps"]) for k in range(len(steps))]
+
+
+def generate_for_plan(state: Mapping[str, Any], sources: pd.DataFrame, generator_cfg: Union[GeneratorConfig, Dict],
+                      max_length: int, seed: int, batch_size: int = 32) -> pd.DataFrame:
+    """Pseudo rows for a batch of sources (``id, text, label, steps`` [+ ``importance``])."""
+    from dcls_core.generation import generate_pseudo_samples
+
+    cfg = generator_cfg if isinstance(generator_cfg, GeneratorConfig) else GeneratorConfig(**{
+        k: v for k, v in generator_cfg.items() if k != "warmup"})
+    frame = sources.reset_index(drop=True)
+    plan = [(i, int(s)) for i, steps in enumerate(frame["steps"]) for s in steps]
+    importance = None
+    if "importance" in frame.columns:
+        importance = [None if v is None else [float(x) for x in v] for v in frame["importance"]]
+    with torch.no_grad():
+        out = generate_pseudo_samples(state["model"], state["tokenizer"], frame, importance,
+                                      state["label_token_ids"], cfg, plan, seed,
+                                      batch_size=batch_size, max_length=max_length)
+    return out
+
+
+# --------------------------------------------------------------------------- augmented frame
+AUGMENTED_COLUMNS = ["id", "text", "label", "split", "is_pseudo", "source_id", "step", "mask_ratio",
+                     "changed_ratio"]
+
+
+def augmented_frame(train_df: pd.DataFrame, pseudo_df: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """Originals (is_pseudo False, step 0, ratios 0, source_id = own id) + pseudo rows, sorted by id."""
+    base = train_df[["id", "text", "label", "split"]].copy()
+    base["is_pseudo"] = False
+    base["source_id"] = base["id"]
+    base["step"] = 0
+    base["mask_ratio"] = 0.0
+    base["changed_ratio"] = 0.0
+    parts = [base]
+    if pseudo_df is not None and len(pseudo_df):
+        parts.append(pseudo_df)
+    out = pd.concat(parts, ignore_index=True, sort=False)
+    out["is_pseudo"] = out["is_pseudo"].astype(bool)
+    out["step"] = out["step"].astype("int64")
+    cols = AUGMENTED_COLUMNS + [c for c in out.columns if c not in AUGMENTED_COLUMNS]
+    return out[cols].sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def label_consistency(classifier: nn.Module, tokenizer, frame: pd.DataFrame, label_names: Sequence[str],
+                      max_length: int) -> np.ndarray:
+    """The classifier's probability of each row's (inherited) label."""
+    from dcls_core.training import predict
+
+    if len(frame) == 0:
+        return np.zeros(0, dtype=np.float32)
+    _, probs = predict(classifier, frame, tokenizer, list(label_names), max_length)
+    index = {n: i for i, n in enumerate(label_names)}
+    cols = np.array([index[str(y)] for y in frame["label"]])
+    return probs[np.arange(len(frame)), cols]
+
+
+# --------------------------------------------------------------------------- in-process augmenter
+class DiffusionAugmenter:
+    """DiffusionCLS in one process: proxy -> importance -> generator (warm-up + diffusion) -> pseudo rows.
+
+    ``dcls augment`` uses it when Ray is not wanted; the Ray pipeline runs the same functions as
+    separate, cached stages.
+    """
+
+    name = "diffusion"
+
+    def __init__(self, model_cfg: Optional[ModelConfig] = None, generator_cfg: Optional[GeneratorConfig] = None,
+                 augment_cfg: Optional[AugmentConfig] = None, classifier_cfg: Optional[ClassifierConfig] = None,
+                 max_length: int = 128, cache_dir: PathLike = "runs/cache", data_root: Optional[PathLike] = None,
+                 dev_df: Optional[pd.DataFrame] = None, **_: Any):
+        self.model_cfg = model_cfg or ModelConfig()
+        self.generator_cfg = generator_cfg or GeneratorConfig()
+        self.augment_cfg = augment_cfg or AugmentConfig()
+        self.classifier_cfg = classifier_cfg or ClassifierConfig()
+        self.max_length = max_length
+        self.cache_dir = Path(cache_dir)
+        self.data_root = data_root
+        self.dev_df = dev_df
+        self.stats: Dict[str, Any] = {}
+
+    def augment(self, train_df: pd.DataFrame, label_names: List[str], seed: int) -> pd.DataFrame:
+        from dcls_core.diffusion import train_generator
+        from dcls_core.models import load_classifier, load_tokenizer
+        from dcls_core.prompting import add_label_tokens
+        from dcls_core.training import train_proxy
+        from dcls_core.warmup import corpus_texts, load_or_warmup
+
+        tok = load_tokenizer(self.model_cfg)
+        proxy = load_classifier(self.model_cfg, len(label_names), seed)
+        train_proxy(proxy, tok, train_df, self.dev_df, label_names, self.classifier_cfg, self.max_length, seed)
+        importance = score_frame(proxy, tok, train_df, self.max_length)
+        texts = corpus_texts(self.generator_cfg.warmup, train_df["text"].tolist(), self.data_root)
+        gen, gen_tok, wstats = load_or_warmup(self.model_cfg, self.generator_cfg.warmup, texts,
+                                              self.cache_dir, seed)
+        if self.generator_cfg.init_from_proxy and wstats.get("skipped"):
+            init_encoder_from(gen, proxy)
+        label_ids = add_label_tokens(gen_tok, gen, label_names)
+        frame = train_df.reset_index(drop=True)
+        gstats = train_generator(gen, gen_tok, frame, list(importance), label_ids, self.generator_cfg, seed,
+                                 max_length=self.max_length)
+        sources = plan_sources(frame, self.augment_cfg, self.generator_cfg, seed)
+        imp_by_id = dict(zip(frame["id"], importance))
+        sources["importance"] = [imp_by_id[i] for i in sources["id"]]
+        state = {"model": gen, "tokenizer": gen_tok, "label_token_ids": label_ids}
+        pseudo = generate_for_plan(state, sources, self.generator_cfg, self.max_length, seed)
+        pseudo = pseudo.sort_values("id", kind="stable").reset_index(drop=True)
+        pseudo["consistency"] = label_consistency(proxy, tok, pseudo, label_names, self.max_length)
+        self.stats = {"warmup": wstats, "generator": gstats, "pseudo_rows": len(pseudo),
+                      "generator_cfg": dataclasses.asdict(self.generator_cfg)}
+        return pseudo
+
+
+def _register() -> None:
+    from dcls_core.augment import available_augmenters, register_augmenter
+
+    if "diffusion" not in available_augmenters():
+        register_augmenter("diffusion")(DiffusionAugmenter)
+
+
+_register()

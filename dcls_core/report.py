@@ -1,0 +1,190 @@
+"""The run report: ``report.md`` with tables and PNG plots (matplotlib, Agg backend).
+
+Plots (``<run>/plots/``): per-class F1 with and without augmentation, the augmented
+classifier's confusion matrix on test, the histogram of masked fractions of the pseudo
+samples, and example pseudo samples per label (a table in the report).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from dcls_core.artifacts import atomic_write_text
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _split(metrics: Dict[str, Any]) -> str:
+    aug = metrics.get("augmented", {})
+    return "test" if "test" in aug else "dev"
+
+
+def _per_class_f1(block: Dict[str, Any]) -> Dict[str, float]:
+    per = block.get("per_class", {})
+    if isinstance(per, dict):
+        return {str(k): float(v.get("f1", 0.0)) for k, v in per.items()}
+    return {str(row.get("label")): float(row.get("f1", 0.0)) for row in per}
+
+
+def plot_per_class_f1(metrics: Dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    split = _split(metrics)
+    aug = _per_class_f1(metrics["augmented"][split])
+    base = _per_class_f1(metrics.get("baseline", {}).get(split, {}))
+    labels = list(aug)
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(labels) + 2), 3.5))
+    ax.bar(x - 0.2, [base.get(lab, 0.0) for lab in labels], 0.4, label="without augmentation")
+    ax.bar(x + 0.2, [aug[lab] for lab in labels], 0.4, label="with augmentation")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"F1 ({split})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(metrics: Dict[str, Any], path: Path) -> Optional[Path]:
+    split = _split(metrics)
+    conf = metrics["augmented"][split].get("confusion")
+    if conf is None:
+        return None
+    plt = _plt()
+    matrix = np.asarray(conf if not isinstance(conf, dict) else conf.get("matrix"), dtype=float)
+    labels = metrics.get("labels") or [str(i) for i in range(len(matrix))]
+    fig, ax = plt.subplots(figsize=(1.0 * len(labels) + 2.5, 1.0 * len(labels) + 2))
+    im = ax.imshow(matrix, cmap="Blues")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"augmented classifier, {split}")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_mask_hist(augmented: pd.DataFrame, path: Path) -> Optional[Path]:
+    pseudo = augmented[augmented["is_pseudo"].astype(bool)]
+    if pseudo.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for step, group in sorted(pseudo.groupby("step")):
+        ax.hist(group["mask_ratio"], bins=20, range=(0, 1), alpha=0.5, label=f"step {step}")
+    ax.set_xlabel("masked fraction of text tokens")
+    ax.set_ylabel("pseudo samples")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _md_table(header: List[str], rows: List[List[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def examples_table(augmented: pd.DataFrame, per_label: int = 2, width: int = 160) -> str:
+    pseudo = augmented[augmented["is_pseudo"].astype(bool)]
+    if pseudo.empty:
+        return "_no pseudo samples_"
+    originals = augmented[~augmented["is_pseudo"].astype(bool)].set_index("id")["text"]
+    rows = []
+    for label, group in sorted(pseudo.groupby("label")):
+        for _, r in group.sort_values("id").head(per_label).iterrows():
+            src = str(originals.get(r["source_id"], ""))[:width]
+            row = [label, r["step"], float(r["mask_ratio"]), src, str(r["text"])[:width]]
+            if "consistency" in r:
+                row.append(float(r["consistency"]))
+            rows.append(row)
+    header = ["label", "step", "masked", "original", "pseudo sample"]
+    if "consistency" in pseudo.columns:
+        header.append("consistency")
+    return _md_table(header, rows)
+
+
+def write_report(run_dir: Path, metrics: Dict[str, Any], augmented: pd.DataFrame, config: Any = None,
+                 stages: Optional[List[Dict[str, Any]]] = None,
+                 checkpoints: Optional[Dict[str, str]] = None) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` into ``run_dir``; returns the report's path."""
+    run_dir = Path(run_dir)
+    plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    made = {
+        "per_class_f1": plot_per_class_f1(metrics, plots / "per_class_f1.png"),
+        "confusion": plot_confusion(metrics, plots / "confusion_matrix.png"),
+        "mask_hist": plot_mask_hist(augmented, plots / "mask_ratio_hist.png"),
+    }
+    lines = ["# DiffusionCLS run report", ""]
+    if config is not None:
+        c = config
+        lines += [f"experiment `{c.experiment}` · dataset `{c.dataset.name}` ({c.data.protocol}"
+                  + (f", k={c.data.k}" if c.data.protocol == "k_shot" else "")
+                  + f") · model `{c.model.name}` · augment `{c.augment.method}`/{c.augment.policy}/{c.augment.mode}"
+                  + f" n={c.augment.n} · seed {c.seed}", ""]
+    rows = []
+    for key in ("baseline", "augmented"):
+        for split, m in metrics.get(key, {}).items():
+            rows.append([key, split, float(m["accuracy"]), float(m["macro_f1"])])
+    lines += ["## Metrics", "", _md_table(["classifier", "split", "accuracy", "macro-F1"], rows), ""]
+    split = _split(metrics)
+    aug_f1 = _per_class_f1(metrics["augmented"][split])
+    base_f1 = _per_class_f1(metrics.get("baseline", {}).get(split, {}))
+    lines += [f"### Per-class F1 ({split})", "",
+              _md_table(["label", "without augmentation", "with augmentation"],
+                        [[lab, base_f1.get(lab, 0.0), f] for lab, f in aug_f1.items()]), "",
+              "![per-class F1](plots/per_class_f1.png)", ""]
+    if made["confusion"]:
+        lines += ["![confusion matrix](plots/confusion_matrix.png)", ""]
+    pseudo = augmented[augmented["is_pseudo"].astype(bool)]
+    lines += ["## Augmented data", "",
+              f"`augmented.parquet`: {int((~augmented['is_pseudo'].astype(bool)).sum())} originals + "
+              f"{len(pseudo)} pseudo samples.", ""]
+    if len(pseudo):
+        by_step = pseudo.groupby("step").agg(rows=("id", "size"), mask_ratio=("mask_ratio", "mean"),
+                                             changed_ratio=("changed_ratio", "mean"))
+        step_rows = [[int(s), int(r.rows), float(r.mask_ratio), float(r.changed_ratio)] for s, r in by_step.iterrows()]
+        lines += [_md_table(["step", "rows", "mean masked fraction", "mean changed fraction"], step_rows), ""]
+        if "consistency" in pseudo.columns:
+            lines += [f"Mean label consistency (proxy classifier's probability of the inherited label): "
+                      f"{float(pseudo['consistency'].mean()):.4f}", ""]
+        lines += ["![masked fraction](plots/mask_ratio_hist.png)", "", "### Example pseudo samples", "",
+                  examples_table(augmented), ""]
+    if checkpoints:
+        lines += ["## Checkpoints", ""] + [f"- {k}: `{v}`" for k, v in checkpoints.items()] + [""]
+    if stages:
+        lines += ["## Stages", "", _md_table(["stage", "key", "reused"],
+                                            [[s["stage"], s["key"], "yes" if s["skipped"] else "no"] for s in stages]), ""]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,337 @@
+#!/usr/bin/env python
+"""The DiffusionCLS pipeline on Ray, one job from data to report.
+
+    python jobs/pipeline.py experiment=demo                      # laptop: local Ray sized to the machine
+    ray job submit --working-dir . -- python jobs/pipeline.py experiment=india_covid_x ray=cluster \\
+        storage_path=/mnt/shared/runs                            # a cluster (RAY_ADDRESS set by Ray)
+
+Stages, in order (each cached under ``<run>/stages/<name>-<key>/``; a rerun skips finished ones):
+
+    data -> proxy -> importance -> generator (warm-up + diffusion) -> generation -> baseline, classifier
+         -> evaluation -> report
+
+The config and the input data are validated before Ray starts or any model loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import pandas as pd  # noqa: E402
+
+from dcls_core.artifacts import RunFolder, atomic_write_json, atomic_write_parquet, atomic_write_text, read_json  # noqa: E402
+from dcls_core.config import Config, ConfigError, RayConfig  # noqa: E402
+
+log = logging.getLogger("dcls.pipeline")
+EXIT_BAD_INPUT = 2
+
+
+# --------------------------------------------------------------------------- validation
+def prepare(cfg_like: Any):
+    """Config -> (Config, DatasetBundle); raises ConfigError/DataError/ModelResolutionError early."""
+    from dcls_core.config import to_config
+    from dcls_core.data import load_dataset
+    from dcls_core.models import load_tokenizer
+
+    cfg = to_config(cfg_like)
+    for name in cfg.ray.fit_workers:
+        if name not in FITS:
+            raise ConfigError(f"ray.fit_workers has unknown fit {name!r}: use {sorted(FITS)}")
+    if cfg.augment.method not in ("diffusion", "none"):
+        raise ConfigError(f"augment.method={cfg.augment.method!r}: the Ray pipeline runs 'diffusion' or 'none'")
+    bundle = load_dataset(cfg.dataset, cfg.data)
+    if len(bundle.train) < 2:
+        raise ConfigError(f"the training split has {len(bundle.train)} rows; at least 2 are needed")
+    load_tokenizer(cfg.model)  # a model that cannot be resolved fails here, not in a worker
+    return cfg, bundle
+
+
+FITS = ("proxy", "generator", "baseline", "classifier")
+
+
+def fit_ray_cfg(cfg: Config, fit: str) -> RayConfig:
+    workers = cfg.ray.fit_workers.get(fit, cfg.ray.num_workers)
+    return dataclasses.replace(cfg.ray, num_workers=int(workers))
+
+
+def run_folder(cfg: Config) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir).expanduser()
+    return Path(cfg.storage_path).expanduser() / cfg.experiment
+
+
+def cache_dir(cfg: Config) -> Path:
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path(cfg.storage_path).expanduser() / "cache"
+
+
+def _records(frame: Optional[pd.DataFrame]):
+    if frame is None:
+        return None
+    return frame.to_dict("records")
+
+
+def _train_into(stage_dir: Path, fit: str, loop_config: Dict[str, Any], cfg: Config) -> Dict[str, Any]:
+    """Run one Ray Train fit whose storage is the stage folder; its checkpoint becomes ``model/``."""
+    from jobs.ray_train import run_training
+    from jobs.train_loops import classifier_loop, generator_loop
+
+    loop = generator_loop if fit == "generator" else classifier_loop
+    loop_config = dict(loop_config, name=fit)
+    start = time.time()
+    ckpt = run_training(loop, loop_config, fit_ray_cfg(cfg, fit), stage_dir / "ray_train", fit)
+    shutil.copytree(ckpt, stage_dir / "model")
+    shutil.rmtree(stage_dir / "ray_train", ignore_errors=True)
+    return {"seconds": round(time.time() - start, 1), "workers": fit_ray_cfg(cfg, fit).num_workers,
+            "strategy": cfg.ray.strategy}
+
+
+def _fault_kwargs(cfg: Config, stage_dir: Path, name: str) -> Dict[str, Any]:
+    if not cfg.ray.fault_kill_actor_after:
+        return {}
+    return {"fault_after": cfg.ray.fault_kill_actor_after, "fault_marker": str(stage_dir / f"{name}.killed")}
+
+
+# --------------------------------------------------------------------------- stages
+def stage_data(run: RunFolder, cfg: Config, bundle):
+    def fn(d: Path):
+        for split, frame in bundle.frames.items():
+            atomic_write_parquet(d / f"{split}.parquet", frame)
+        atomic_write_json(d / "labels.json", bundle.vocab.names)
+        atomic_write_json(d / "data_report.json", bundle.describe())
+        return {split: len(f) for split, f in bundle.frames.items()}
+
+    out = run.stage("data", [], {"dataset": cfg.dataset, "data": cfg.data}, fn)
+    shutil.copyfile(out.file("data_report.json"), run.path("data_report.json"))
+    return out
+
+
+def classifier_config(cfg: Config, names, train, dev, proxy: bool) -> Dict[str, Any]:
+    c = cfg.classifier
+    return {
+        "model": dataclasses.asdict(cfg.model), "label_names": list(names), "seed": cfg.seed,
+        "train": _records(train), "dev": _records(dev), "max_length": cfg.data.max_length,
+        "batch_size": c.batch_size, "weight_decay": c.weight_decay, "tau": c.tau,
+        "epochs": c.proxy_epochs if proxy else c.epochs, "lr": c.proxy_lr if proxy else c.lr,
+        "alpha": 0.0 if proxy else c.alpha, "mode": "static",
+    }
+
+
+def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None) -> Dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from dcls_core import diffusion_augmenter as da
+    from jobs.ray_runtime import init_ray
+
+    root = run_folder(cfg)
+    run = RunFolder(root, logger=log.info)
+    atomic_write_text(run.path("config.yaml"), OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    names = bundle.vocab.names
+    ml = cfg.data.max_length
+    data = stage_data(run, cfg, bundle)
+    train = pd.read_parquet(data.file("train.parquet"))
+    dev = pd.read_parquet(data.file("dev.parquet"))
+    test = pd.read_parquet(data.file("test.parquet"))
+    init_ray(cfg.ray)
+    augmenting = cfg.augment.method == "diffusion" and (cfg.augment.n > 0 or cfg.augment.policy == "balance")
+    classifier_key = {"model": cfg.model, "classifier": cfg.classifier, "seed": cfg.seed, "max_length": ml}
+
+    pseudo = None
+    consistency_model = None
+    generation_inputs: list = []
+    if augmenting:
+        # proxy classifier (plain cross-entropy on originals)
+        proxy = run.stage("proxy", [data], {"model": cfg.model, "seed": cfg.seed, "max_length": ml,
+                                            "epochs": cfg.classifier.proxy_epochs, "lr": cfg.classifier.proxy_lr,
+                                            "batch_size": cfg.classifier.batch_size},
+                          lambda d: _train_into(d, "proxy", classifier_config(cfg, names, train, dev, True), cfg))
+        consistency_model = proxy.file("model")
+
+        # token importance (Eq. 1) on an actor pool
+        def importance_fn(d: Path):
+            from jobs.ray_data import ImportanceScorer, run_actor_pool
+
+            scored = run_actor_pool(train[["id", "text", "label"]], ImportanceScorer,
+                                    {"checkpoint": str(proxy.file("model")), "max_length": ml,
+                                     **_fault_kwargs(cfg, d, "importance")}, cfg.ray, d, "importance")
+            atomic_write_parquet(d / "importance.parquet", scored[["id", "importance"]])
+            return {"rows": len(scored), "actor_killed": (d / "importance.killed").exists()}
+
+        importance = run.stage("importance", [data, proxy], {"max_length": ml}, importance_fn)
+        imp = pd.read_parquet(importance.file("importance.parquet"))
+        imp_by_id = {i: list(v) for i, v in zip(imp["id"], imp["importance"])}
+        if stop_after == "importance":
+            return {"run": str(root)}
+
+        # generator: warm-up (cross-run cache, a Ray task) + diffusion training (Ray Train)
+        def generator_fn(d: Path):
+            warm = warmup_remote(cfg, train, dev, test)
+            loop = {"model": dataclasses.asdict(cfg.model), "label_names": names, "seed": cfg.seed,
+                    "generator": dataclasses.asdict(cfg.generator), "epochs": cfg.generator.epochs,
+                    "max_length": ml, "start_checkpoint": warm.get("path"),
+                    "proxy_checkpoint": str(proxy.file("model")) if (
+                        cfg.generator.init_from_proxy and warm.get("skipped")) else None,
+                    "train": _records(train.assign(importance=[imp_by_id[i] for i in train["id"]]))}
+            stats = _train_into(d, "generator", loop, cfg)
+            stats["warmup"] = {k: warm.get(k) for k in ("skipped", "cached", "key", "steps", "seconds")}
+            return stats
+
+        generator = run.stage("generator", [data, proxy, importance],
+                              {"model": cfg.model, "generator": cfg.generator, "seed": cfg.seed, "max_length": ml},
+                              generator_fn)
+        sources = da.plan_sources(train, cfg.augment, cfg.generator, cfg.seed)
+        sources["importance"] = [imp_by_id[i] for i in sources["id"]]
+        generation_inputs = [data, importance, generator]
+
+        if cfg.augment.mode == "static":
+            def generation_fn(d: Path):
+                from jobs.ray_data import PseudoSampleGenerator, run_actor_pool
+
+                rows = run_actor_pool(
+                    sources, PseudoSampleGenerator,
+                    {"checkpoint": str(generator.file("model")), "generator_cfg": dataclasses.asdict(cfg.generator),
+                     "label_names": names, "max_length": ml, "seed": cfg.seed,
+                     **_fault_kwargs(cfg, d, "generation")},
+                    cfg.ray, d, "generation", expect_ids=da.expected_pseudo_ids(sources))
+                atomic_write_parquet(d / "pseudo.parquet", rows)
+                return {"rows": len(rows), "sources": len(sources),
+                        "actor_killed": (d / "generation.killed").exists()}
+
+            generation = run.stage("generation", generation_inputs,
+                                   {"augment": cfg.augment, "generator": cfg.generator, "seed": cfg.seed}, generation_fn)
+            pseudo = pd.read_parquet(generation.file("pseudo.parquet"))
+            generation_inputs = [data, generation]
+        if stop_after == "generation":
+            return {"run": str(root)}
+
+    # classifiers: the baseline (no augmentation) and the augmented one, same settings
+    baseline = run.stage("baseline", [data], classifier_key,
+                         lambda d: _train_into(d, "baseline", classifier_config(cfg, names, train, dev, False), cfg))
+    classifier = baseline
+    if augmenting:
+        def classifier_fn(d: Path):
+            loop = classifier_config(cfg, names, train, dev, False)
+            if cfg.augment.mode == "reflective":
+                loop.update({"mode": "reflective", "regenerate_every": cfg.augment.regenerate_every,
+                             "generator_checkpoint": str(generator.file("model")),
+                             "generator": dataclasses.asdict(cfg.generator),
+                             "sources": _records(sources.drop(columns=["importance"]))})
+            else:
+                loop["pseudo"] = _records(pseudo)
+            return _train_into(d, "classifier", loop, cfg)
+
+        classifier = run.stage("classifier", generation_inputs, dict(classifier_key, augment=cfg.augment),
+                               classifier_fn)
+        if cfg.augment.mode == "reflective":
+            pseudo = pd.read_parquet(classifier.file("model") / "pseudo.parquet")
+
+    # evaluation (dev + test) and the augmented data set
+    def evaluation_fn(d: Path):
+        from dcls_core.training import evaluate
+
+        metrics = {}
+        for key, stage in (("augmented", classifier), ("baseline", baseline)):
+            model, tok = da.load_classifier_checkpoint(stage.file("model"))
+            metrics[key] = {split: evaluate(model, frame, tok, names, ml)
+                            for split, frame in (("dev", dev), ("test", test)) if len(frame)}
+        aug = da.augmented_frame(train, pseudo)
+        if consistency_model is not None and pseudo is not None and len(pseudo):
+            model, tok = da.load_classifier_checkpoint(consistency_model)
+            aug["consistency"] = da.label_consistency(model, tok, aug, names, ml)
+        metrics["labels"] = list(names)
+        metrics["rows"] = {"train": len(train), "pseudo": 0 if pseudo is None else len(pseudo),
+                           "dev": len(dev), "test": len(test)}
+        atomic_write_json(d / "metrics.json", metrics)
+        atomic_write_parquet(d / "augmented.parquet", aug)
+        return metrics["rows"]
+
+    evaluation = run.stage("evaluation", [classifier, baseline], {"max_length": ml}, evaluation_fn)
+    shutil.copyfile(evaluation.file("metrics.json"), run.path("metrics.json"))
+    shutil.copyfile(evaluation.file("augmented.parquet"), run.path("augmented.parquet"))
+
+    from dcls_core.report import write_report
+
+    metrics = read_json(run.path("metrics.json"))
+    augmented = pd.read_parquet(run.path("augmented.parquet"))
+    write_report(root, metrics, augmented, config=cfg, stages=run.summary(),
+                 checkpoints={"augmented": str(classifier.file("model")), "baseline": str(baseline.file("model"))})
+    print(metrics_table(metrics))
+    print(f"\nrun folder: {root}")
+    return {"run": str(root), "metrics": metrics, "stages": run.summary()}
+
+
+def warmup_remote(cfg: Config, train, dev, test) -> Dict[str, Any]:
+    """The generator warm-up as one Ray task (cached under ``cache_dir``: shared by runs and trials)."""
+    import ray
+
+    from dcls_core.warmup import corpus_texts, needs_warmup
+
+    if not needs_warmup(cfg.model, cfg.generator.warmup):
+        return {"skipped": True}
+    texts = corpus_texts(cfg.generator.warmup, train["text"].tolist(), cfg.data.resolved_root(),
+                         exclude=list(dev["text"]) + list(test["text"]))
+
+    @ray.remote(num_cpus=1, max_retries=1)
+    def _warm(model_cfg, warmup_cfg, texts, cache, seed):
+        import os
+
+        import torch
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        from dcls_core.warmup import load_or_warmup
+
+        _, _, stats = load_or_warmup(model_cfg, warmup_cfg, texts, cache, seed)
+        return {k: v for k, v in stats.items() if k in ("skipped", "cached", "key", "path", "steps", "seconds")}
+
+    return ray.get(_warm.remote(cfg.model, cfg.generator.warmup, texts, str(cache_dir(cfg).resolve()), cfg.seed))
+
+
+def metrics_table(metrics: Dict[str, Any]) -> str:
+    lines = ["| classifier | split | accuracy | macro-F1 |", "|---|---|---|---|"]
+    for key in ("baseline", "augmented"):
+        for split, m in metrics.get(key, {}).items():
+            lines.append(f"| {key} | {split} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |")
+    return "\n".join(lines)
+
+
+def main_from_config(dcfg) -> int:
+    from dcls_core.data import DataError
+    from dcls_core.models import ModelResolutionError
+
+    try:
+        cfg, bundle = prepare(dcfg)
+    except (ConfigError, DataError, ModelResolutionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    run_pipeline(cfg, bundle, stop_after=None)
+    return 0
+
+
+def _hydra_main() -> None:
+    import hydra
+
+    from dcls_core.config import register_configs
+
+    register_configs()
+
+    @hydra.main(config_path=str(REPO / "configs"), config_name="config", version_base=None)
+    def _main(dcfg) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                            force=True)
+        code = main_from_config(dcfg)
+        if code:
+            sys.exit(code)
+
+    _main()
+
+
+if __name__ == "__main__":
+    _hydra_main()
