@@ -108,7 +108,10 @@ def _sample(logits: torch.Tensor, u: torch.Tensor, top_k: int,
         vals = vals.masked_fill(before > top_p, 0.0)  # keeps the token crossing top_p
     cdf = vals.cumsum(dim=-1)
     target = (u.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
-    pick = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)
+    pick = torch.searchsorted(cdf, target, right=True)
+    # rounding can put u * total at the very top: fall back to the last allowed candidate
+    last_allowed = cdf.shape[-1] - 1 - (vals > 0).flip(-1).float().argmax(-1, keepdim=True)
+    pick = torch.minimum(pick, last_allowed)
     tokens = idx.gather(-1, pick).squeeze(-1)
     conf = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return tokens, conf
