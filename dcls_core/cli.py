@@ -6,6 +6,7 @@ a one-line message on stderr and exit status 2. Output meant for programs goes t
 logs go to stderr.
 
     dcls data describe <preset or path> [key=value ...]
+    dcls augment --input FILE --text-column C --label-column C --output OUT.parquet [key=value ...]
 """
 from __future__ import annotations
 
@@ -128,11 +129,81 @@ def _add_data_parser(commands: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------
 # dcls augment ...
-# Add it here: write `_add_augment_parser(commands)` (a `commands.add_parser("augment", ...)`
-# with its arguments and `set_defaults(func=_augment)`) and the handler `_augment(args) -> int`,
-# then call `_add_augment_parser(commands)` in `build_parser`. Raise DataError/ConfigError for
-# bad input: `main` reports them on stderr with exit status 2.
 # ---------------------------------------------------------------------------------------
+def augment_inputs(args: argparse.Namespace):
+    """(Config, DatasetBundle, originals) for ``dcls augment`` / ``jobs/augment.py``.
+
+    The input file becomes a custom dataset whose rows are all augmented: the loader carves
+    stratified dev and test shares (``data.dev_size``, ``dataset.test_size``, default 0.1) that
+    the proxy classifier uses for model selection; every row is an original of the output
+    (``split`` says which share it was in).
+    """
+    import pandas as pd
+
+    from dcls_core.config import DatasetConfig
+    from dcls_core.data import infer_format, load_dataset
+
+    path = Path(args.input).expanduser()
+    if not path.exists():
+        raise DataError(f"input file not found: {path.resolve()}")
+    cfg = compose(list(args.overrides))
+    fmt = infer_format(path)
+    cfg.dataset = DatasetConfig(name=path.stem, format=fmt, files={"train": str(path.resolve())},
+                                text_column=args.text_column, label_column=args.label_column,
+                                id_column=args.id_column, language=cfg.dataset.language,
+                                test_size=cfg.dataset.test_size or 0.1)
+    cfg.data = dataclasses.replace(cfg.data, protocol="full")
+    bundle = load_dataset(cfg.dataset, cfg.data)
+    if len(bundle.train) < 2:
+        raise DataError(f"{path}: {len(bundle.train)} usable rows; at least 2 are needed")
+    originals = bundle.to_frame()
+    return cfg, bundle, originals
+
+
+def _augment(args: argparse.Namespace) -> int:
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.artifacts import atomic_write_parquet
+
+    cfg, bundle, originals = augment_inputs(args)
+    if cfg.augment.method != "diffusion":
+        raise ConfigError(f"augment.method={cfg.augment.method!r}: dcls augment runs the diffusion augmenter")
+    out = Path(args.output).expanduser()
+    if out.suffix != ".parquet":
+        raise ConfigError(f"--output {out}: must end in .parquet")
+    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path(cfg.storage_path).expanduser() / "cache"
+    augmenter = da.DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment, cfg.classifier,
+                                      max_length=cfg.data.max_length, cache_dir=cache,
+                                      data_root=cfg.data.resolved_root(), dev_df=bundle.dev)
+    names = bundle.vocab.names
+    pseudo = augmenter.augment(originals, names, cfg.seed)
+    frame = da.augmented_frame(originals, pseudo)
+    atomic_write_parquet(out, frame)
+    summary = {"output": str(out.resolve()), "originals": int((~frame["is_pseudo"]).sum()),
+               "pseudo": int(frame["is_pseudo"].sum()), "labels": names}
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
+def _add_augment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="a labelled data file (.csv .tsv .json .jsonl .parquet)")
+    parser.add_argument("--text-column", default="text", help="column holding the text (default text)")
+    parser.add_argument("--label-column", default="label", help="column holding the label (default label)")
+    parser.add_argument("--id-column", default=None, help="optional column of row ids")
+    parser.add_argument("--output", required=True, help="where to write augmented.parquet")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="Hydra overrides, e.g. model=tiny augment.n=2 generator.warmup.max_seconds=300")
+
+
+def _add_augment_parser(commands: argparse._SubParsersAction) -> None:
+    augment = commands.add_parser(
+        "augment", help="write originals + DiffusionCLS pseudo samples of a labelled file to Parquet",
+        description="Train the proxy classifier and the label-aware diffusion generator on a labelled "
+                    "file and write its rows plus pseudo samples (columns id, text, label, split, "
+                    "is_pseudo, source_id, step, mask_ratio, changed_ratio, consistency) to Parquet, in "
+                    "one process. On a Ray cluster: `ray job submit --working-dir . -- python "
+                    "jobs/augment.py` with the same arguments.")
+    _add_augment_arguments(augment)
+    augment.set_defaults(func=_augment)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="logging level for messages on stderr (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_parser(commands)
-    # _add_augment_parser(commands)  # see the "dcls augment" section above
+    _add_augment_parser(commands)
     return parser
 
 
