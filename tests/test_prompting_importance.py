@@ -191,3 +191,35 @@ def test_score_texts_one_value_per_text_token(tokenizer, classifier):
                          special_mask=plain["special_mask"])
     for i, s in enumerate(scores):
         assert s == pytest.approx(w[i][plain["text_mask"][i]].tolist(), abs=1e-5)
+
+
+def test_roberta_style_pair_template_end_to_end():
+    """A non-BERT family (<s> A </s></s> B </s>, no token types), built offline in memory."""
+    import pandas as pd
+    from transformers import AutoModelForMaskedLM, RobertaConfig, RobertaTokenizer
+
+    from dcls_core.config import GeneratorConfig
+    from dcls_core.generation import generate_pseudo_samples, plan_per_sample
+
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", "Ġ"])}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab["Ġ" + c] = len(vocab)
+    tok = RobertaTokenizer(vocab=vocab, merges=[])
+    conf = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=64, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_config(conf, attn_implementation="eager")
+    ids = add_label_tokens(tok, model, ["pos", "neg"])
+    batch = encode_prompted(tok, ["ab cd", "e"], ["pos", "neg"], ids, max_length=16)
+    row = batch["input_ids"][0].tolist()
+    assert row[:4] == [tok.bos_token_id, ids["pos"], tok.eos_token_id, tok.eos_token_id]
+    assert tok.convert_ids_to_tokens(batch["input_ids"][0][batch["maskable"][0]].tolist()) == \
+        ["a", "b", "Ġ", "c", "d"]
+    assert batch["maskable"][1].sum() == 1 and not bool(batch["maskable"][:, :4].any())
+    frame = pd.DataFrame({"id": ["x", "y"], "text": ["ab cd", "e f"], "label": ["pos", "neg"]})
+    out = generate_pseudo_samples(model, tok, frame, None, ids, GeneratorConfig(),
+                                  plan_per_sample(frame, 2, [24, 32]), seed=0)
+    assert len(out) == 4 and (out["mask_ratio"] > 0).all()
+    assert not out["text"].str.contains("<s>|</s>|<mask>|<label:").any()
