@@ -209,8 +209,8 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None) -> Dict[
                                    {"augment": cfg.augment, "generator": cfg.generator, "seed": cfg.seed}, generation_fn)
             pseudo = pd.read_parquet(generation.file("pseudo.parquet"))
             generation_inputs = [data, generation]
-        if stop_after == "generation":
-            return {"run": str(root)}
+    if stop_after == "generation":
+        return {"run": str(root), "train": train, "pseudo": pseudo, "consistency_model": consistency_model}
 
     # classifiers: the baseline (no augmentation) and the augmented one, same settings
     baseline = run.stage("baseline", [data], classifier_key,

@@ -135,6 +135,13 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
+def _to_device(model):
+    """An actor given GPUs (``ray.gpus_per_actor``) sees them through CUDA_VISIBLE_DEVICES."""
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
 class ImportanceScorer:
     """Token importance (Eq. 1) from a classifier checkpoint: adds a list<float> ``importance`` column."""
 
@@ -144,6 +151,7 @@ class ImportanceScorer:
         from dcls_core import diffusion_augmenter as da
 
         self.model, self.tokenizer = da.load_classifier_checkpoint(checkpoint)
+        self.model = _to_device(self.model)
         self.max_length = max_length
         self.batch_size = batch_size
         self.fault = FaultInjector(fault_after, fault_marker)
@@ -171,6 +179,7 @@ class PseudoSampleGenerator:
         from dcls_core import diffusion_augmenter as da
 
         self.state = da.load_generator_checkpoint(checkpoint, label_names)
+        self.state["model"] = _to_device(self.state["model"])
         self.generator_cfg = generator_cfg
         self.max_length = max_length
         self.seed = seed

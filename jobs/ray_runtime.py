@@ -49,8 +49,10 @@ def init_ray(cfg: RayConfig, extra_env: Optional[Dict[str, str]] = None) -> Dict
     env.update(extra_env or {})
     address = cluster_address(cfg)
     if address:
-        # On a cluster, `ray job submit --working-dir .` ships jobs/ and dcls_core/.
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        # On a cluster, `ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml`
+        # ships jobs/ and dcls_core/ and sets the environment: the job's runtime env is inherited
+        # as it is (passing one here would replace parts of it).
+        ray.init(address=address, log_to_driver=True)
         kind = f"cluster {address}"
     else:
         # Locally, workers import jobs.* and dcls_core from this checkout.
