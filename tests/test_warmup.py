@@ -1,0 +1,118 @@
+"""Generator warm-up (dcls_core.warmup) on the tiny random model: fast, CPU only."""
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcls_core.config import ConfigError, ModelConfig, WarmupConfig
+from dcls_core.models import load_masked_lm
+
+# A toy corpus with strong regularities: a masked LM can learn it within a few dozen steps.
+SUBJECTS = ["the film", "this movie", "the story", "the acting", "the script", "the ending"]
+VERDICTS = ["is great", "is awful", "is wonderful", "is boring", "is brilliant", "is dull"]
+TOY = [f"{s} {v} and i {w} it" for s in SUBJECTS for v in VERDICTS for w in ("loved", "hated")]
+HELD_OUT = [f"{s} {v} and we {w} it ." for s in SUBJECTS[:3] for v in VERDICTS for w in ("loved", "hated")]
+
+
+def _cfg(**kw) -> WarmupConfig:
+    base = dict(max_steps=60, max_seconds=60, batch_size=16, lr=1e-3, head_lr=3e-3, mask_prob=0.15,
+                mask_prob_max=0.4, max_length=32, seed=0)
+    base.update(kw)
+    return WarmupConfig(**base)
+
+
+def test_warmup_lowers_held_out_masked_lm_loss(tiny_model_cfg, tokenizer):
+    from dcls_core.warmup import masked_lm_eval, warmup_masked_lm
+
+    torch.manual_seed(0)
+    model = load_masked_lm(tiny_model_cfg, seed=0)
+    before = masked_lm_eval(model, tokenizer, HELD_OUT, 0.15, seed=1)
+    stats = warmup_masked_lm(model, tokenizer, TOY, _cfg(), eval_texts=HELD_OUT, log_every=20)
+    after = masked_lm_eval(model, tokenizer, HELD_OUT, 0.15, seed=1)
+    assert stats["steps"] == 60
+    assert stats["vocab_restricted"] == stats["vocab_seen"] < len(tokenizer)
+    assert after["ce"] < before["ce"] - 1.0, (before, after)
+    assert after["accuracy"] > before["accuracy"]
+    # the saved model stays a full-vocabulary masked LM
+    assert model.get_output_embeddings().weight.shape[0] == len(tokenizer)
+
+
+def test_restricted_vocab_keeps_unseen_tokens_improbable(tiny_model_cfg, tokenizer):
+    from dcls_core.warmup import warmup_masked_lm
+
+    model = load_masked_lm(tiny_model_cfg, seed=0)
+    warmup_masked_lm(model, tokenizer, TOY, _cfg(max_steps=5), log_every=5)
+    bias = model.cls.predictions.decoder.bias.detach()
+    seen = set(tokenizer(TOY)["input_ids"][0][1:-1])
+    unseen = [i for i in range(len(tokenizer)) if i not in seen][:1000]
+    assert bias[list(seen)].min() > bias[unseen].max()
+
+
+def test_cache_key_and_load_or_warmup(tmp_path: Path, tiny_model_cfg, monkeypatch):
+    import dcls_core.warmup as W
+
+    cfg = _cfg(max_steps=3)
+    key = W.warmup_cache_key(tiny_model_cfg, cfg, TOY)
+    assert key == W.warmup_cache_key(tiny_model_cfg, cfg, list(TOY))
+    assert key != W.warmup_cache_key(tiny_model_cfg, cfg, TOY[:-1])
+    assert key != W.warmup_cache_key(tiny_model_cfg, dataclasses.replace(cfg, lr=2e-3), TOY)
+    assert key != W.warmup_cache_key(ModelConfig(name="tiny", tiny_hidden=32), cfg, TOY)
+    # the corpus is keyed by content, not by the names of its sources
+    assert key == W.warmup_cache_key(tiny_model_cfg, dataclasses.replace(cfg, corpus=["x.txt"]), TOY)
+
+    model, tok, stats = W.load_or_warmup(tiny_model_cfg, cfg, TOY, tmp_path, seed=1)
+    assert stats["cached"] is False and stats["steps"] == 3
+    assert (tmp_path / f"warmup-{key}" / W.STATS_FILE).exists()
+
+    def boom(*a, **k):
+        raise AssertionError("second call must load from the cache")
+
+    monkeypatch.setattr(W, "warmup_masked_lm", boom)
+    model2, tok2, stats2 = W.load_or_warmup(tiny_model_cfg, cfg, TOY, tmp_path, seed=2)
+    assert stats2["cached"] is True
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), model2.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    ids = tok2(["the film is great"], return_tensors="pt")
+    assert model2(**ids).logits.shape[-1] == len(tok2)
+
+
+def test_needs_warmup(tiny_model_cfg, tmp_path: Path):
+    from dcls_core.warmup import needs_warmup
+
+    assert needs_warmup(tiny_model_cfg, WarmupConfig())  # a fresh head
+    assert not needs_warmup(tiny_model_cfg, WarmupConfig(enabled="false"))
+    # a checkpoint that ships its own MLM head (as bert-base-uncased does) skips the warm-up
+    model = load_masked_lm(tiny_model_cfg, seed=0)
+    model.save_pretrained(str(tmp_path / "with_head"))
+    with_head = ModelConfig(name=str(tmp_path / "with_head"))
+    assert not needs_warmup(with_head, WarmupConfig())
+    assert needs_warmup(with_head, WarmupConfig(enabled="true"))
+    assert not needs_warmup(ModelConfig(name="bert-base-uncased"), WarmupConfig())
+
+
+def test_corpus_texts(tmp_path: Path):
+    from dcls_core.warmup import corpus_texts
+
+    (tmp_path / "a.txt").write_text("extra one\nextra two\n\nTrain  A\n")
+    (tmp_path / "b.csv").write_text("id,text,label\n1,csv text,pos\n2,dev text,neg\n")
+    cfg = WarmupConfig(corpus=["a.txt", str(tmp_path / "b.csv")], max_sentences=100)
+    out = corpus_texts(cfg, ["train a", "train b"], tmp_path, exclude=["DEV text"])
+    assert out[:2] == ["train a", "train b"]  # training texts first, kept
+    assert sorted(out[2:]) == ["csv text", "extra one", "extra two"]  # dedup (case), no dev
+    capped = corpus_texts(WarmupConfig(corpus=["a.txt"], max_sentences=3), ["train a", "train b"], tmp_path)
+    assert len(capped) == 3 and capped[:2] == ["train a", "train b"]
+
+
+def test_sst2_preset_as_corpus(data_root):
+    from dcls_core.warmup import corpus_texts
+
+    out = corpus_texts(WarmupConfig(corpus=["sst2"], max_sentences=50), [], data_root)
+    assert len(out) == 50 and all(isinstance(t, str) and t for t in out)
+
+
+def test_warmup_config_validation():
+    with pytest.raises(ConfigError):
+        WarmupConfig(mask_prob=0.3, mask_prob_max=0.2)
+    with pytest.raises(ConfigError):
+        WarmupConfig(selection="shortest")
