@@ -80,7 +80,7 @@ def classifier_loop(config: Dict[str, Any]) -> None:
                 else sources
             mine = mine.drop_duplicates("id")
             mine = mine.assign(importance=da.score_frame(engine.unwrapped, tokenizer, mine, max_length))
-            fresh = da.generate_for_plan(gen_state, mine.drop(columns=[]), config["generator"], max_length,
+            fresh = da.generate_for_plan(gen_state, mine, config["generator"], max_length,
                                          seed + 1000 * epoch)
             pseudo_df = _gather_frames(fresh, world).drop_duplicates("id").sort_values("id").reset_index(drop=True)
             regenerated = True
