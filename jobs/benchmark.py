@@ -66,7 +66,14 @@ def _parse_set(items: Sequence[str]) -> Dict[str, Any]:
     out = {}
     for item in items:
         key, _, value = item.partition("=")
-        out[key.strip()] = yaml.safe_load(value)
+        for cast in (int, float):  # YAML 1.1 reads "2e-4" as a string
+            try:
+                out[key.strip()] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key.strip()] = yaml.safe_load(value)
     return out
 
 
