@@ -145,7 +145,7 @@ def test_killed_pipeline_resumes_with_the_same_rows(smoke_run, tmp_path):
     for name in ("augmented.parquet", "metrics.json", "report.md"):
         (run / name).unlink()
     args = ["experiment=smoke", f"output_dir={run}", f"storage_path={smoke_run['store']}",
-            "ray.fit_workers={}"]  # same stage keys: Ray settings are not part of them
+            "ray.fit_workers.classifier=0"]  # local mode; same stage keys: Ray settings are not in them
     proc = subprocess.Popen(PIPELINE + args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -173,3 +173,22 @@ def test_killed_pipeline_resumes_with_the_same_rows(smoke_run, tmp_path):
     assert resumed["is_pseudo"].sum() == reference["is_pseudo"].sum()
     pd.testing.assert_frame_equal(resumed[["id", "text", "step", "mask_ratio"]],
                                   reference[["id", "text", "step", "mask_ratio"]])
+
+
+@pytest.mark.ray
+def test_reflective_mode_regenerates_inside_the_classifier_loop(smoke_run, tmp_path):
+    src = smoke_run["run"]
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    done = _run(["experiment=smoke", f"output_dir={run}", f"storage_path={smoke_run['store']}",
+                 "augment.mode=reflective", "ray.fit_workers.classifier=0"])
+    log = done.stdout + done.stderr
+    import re
+
+    for name in ("data", "proxy", "importance", "generator", "baseline"):
+        assert re.search(rf"\[stage\] {name}-\w+: output exists, skipped", log), name
+    assert len(list((run / "stages").glob("classifier-*"))) == 2  # static and reflective keys differ
+    assert "'regenerated': True" in log
+    aug = pd.read_parquet(run / "augmented.parquet")
+    pseudo = aug[aug["is_pseudo"]]
+    assert len(pseudo) == 48 and not aug["id"].duplicated().any()
