@@ -193,8 +193,12 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None) -> Dict[
 
         if cfg.augment.mode == "static":
             def generation_fn(d: Path):
+                from dcls_core.augment import empty_pseudo_frame
                 from jobs.ray_data import PseudoSampleGenerator, run_actor_pool
 
+                if sources.empty:  # e.g. policy=balance on balanced data: nothing to generate
+                    atomic_write_parquet(d / "pseudo.parquet", empty_pseudo_frame())
+                    return {"rows": 0, "sources": 0, "actor_killed": False}
                 rows = run_actor_pool(
                     sources, PseudoSampleGenerator,
                     {"checkpoint": str(generator.file("model")), "generator_cfg": dataclasses.asdict(cfg.generator),

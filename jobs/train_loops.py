@@ -74,7 +74,7 @@ def classifier_loop(config: Dict[str, Any]) -> None:
     epochs = int(config["epochs"])
     for epoch in range(1, epochs + 1):
         regenerated = False
-        if reflective and (epoch - 1) % int(config["regenerate_every"]) == 0:
+        if reflective and len(sources) and (epoch - 1) % int(config["regenerate_every"]) == 0:
             # Reflective: importance from the classifier being trained, this rank's share of sources.
             mine = pd.DataFrame.from_records(rt.shard(sources.to_dict("records"), rank, world)) if world > 1 \
                 else sources
