@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.storage_path) / f"augment-{Path(args.input).stem}"))
     # every row of the file is an original: the proxy still selects on the dev share
     bundle.frames["train"] = originals.reset_index(drop=True)
-    result = run_pipeline(cfg, bundle, stop_after="generation")
+    result = run_pipeline(cfg, bundle, stop_after="generation", data_variant="augment-all-rows")
     frame = da.augmented_frame(result["train"], result["pseudo"])
     if result["consistency_model"] is not None and result["pseudo"] is not None and len(result["pseudo"]):
         model, tok = da.load_classifier_checkpoint(result["consistency_model"])

@@ -101,7 +101,7 @@ def _fault_kwargs(cfg: Config, stage_dir: Path, name: str) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- stages
-def stage_data(run: RunFolder, cfg: Config, bundle):
+def stage_data(run: RunFolder, cfg: Config, bundle, variant: str = "pipeline"):
     def fn(d: Path):
         for split, frame in bundle.frames.items():
             atomic_write_parquet(d / f"{split}.parquet", frame)
@@ -109,7 +109,7 @@ def stage_data(run: RunFolder, cfg: Config, bundle):
         atomic_write_json(d / "data_report.json", bundle.describe())
         return {split: len(f) for split, f in bundle.frames.items()}
 
-    out = run.stage("data", [], {"dataset": cfg.dataset, "data": cfg.data}, fn)
+    out = run.stage("data", [], {"dataset": cfg.dataset, "data": cfg.data, "variant": variant}, fn)
     shutil.copyfile(out.file("data_report.json"), run.path("data_report.json"))
     return out
 
@@ -125,7 +125,8 @@ def classifier_config(cfg: Config, names, train, dev, proxy: bool) -> Dict[str, 
     }
 
 
-def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None) -> Dict[str, Any]:
+def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
+                 data_variant: str = "pipeline") -> Dict[str, Any]:
     from omegaconf import OmegaConf
 
     from dcls_core import diffusion_augmenter as da
@@ -136,7 +137,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None) -> Dict[
     atomic_write_text(run.path("config.yaml"), OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     names = bundle.vocab.names
     ml = cfg.data.max_length
-    data = stage_data(run, cfg, bundle)
+    data = stage_data(run, cfg, bundle, data_variant)
     train = pd.read_parquet(data.file("train.parquet"))
     dev = pd.read_parquet(data.file("dev.parquet"))
     test = pd.read_parquet(data.file("test.parquet"))

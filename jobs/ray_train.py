@@ -126,7 +126,9 @@ class Engine:
                 import ray.train.torch
 
                 self.model = ray.train.torch.prepare_model(model)
-            else:
+            else:  # local mode: the driver's GPU when asked for and present
+                if ray_cfg.get("use_gpu") and torch.cuda.is_available():
+                    model.to("cuda")
                 self.model = model
             self._unwrapped = model
             self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
