@@ -48,6 +48,7 @@ def prepare(cfg_like: Any):
             raise ConfigError(f"ray.fit_workers has unknown fit {name!r}: use {sorted(FITS)}")
     if cfg.augment.method not in ("diffusion", "none"):
         raise ConfigError(f"augment.method={cfg.augment.method!r}: the Ray pipeline runs 'diffusion' or 'none'")
+    _check_warmup_corpus(cfg)
     bundle = load_dataset(cfg.dataset, cfg.data)
     if len(bundle.train) < 2:
         raise ConfigError(f"the training split has {len(bundle.train)} rows; at least 2 are needed")
@@ -56,6 +57,21 @@ def prepare(cfg_like: Any):
 
 
 FITS = ("proxy", "generator", "baseline", "classifier")
+
+
+def _check_warmup_corpus(cfg: Config) -> None:
+    """Every warm-up corpus entry is a file or a dataset preset (checked before any compute)."""
+    from dcls_core.config import configs_dir
+    from dcls_core.warmup import needs_warmup
+
+    if cfg.augment.method != "diffusion" or not needs_warmup(cfg.model, cfg.generator.warmup):
+        return
+    root = cfg.data.resolved_root()
+    for entry in cfg.generator.warmup.corpus:
+        candidates = [Path(entry).expanduser(), root / entry, configs_dir() / "dataset" / f"{entry}.yaml"]
+        if not any(c.is_file() for c in candidates):
+            raise ConfigError(f"generator.warmup.corpus entry {entry!r} is neither a file (absolute or under "
+                              f"{root}) nor a dataset preset in {configs_dir() / 'dataset'}")
 
 
 def fit_ray_cfg(cfg: Config, fit: str) -> RayConfig:

@@ -52,6 +52,8 @@ def smoke_run(tmp_path_factory):
     ("generator.lam=-1", "generator.lam"),
     ("dataset.files={train: /nonexistent/x.csv}", "nonexistent"),
     ("ray.fit_workers={proxi: 2}", "ray.fit_workers"),
+    ("generator.warmup.corpus=[nope]", "generator.warmup.corpus"),
+    ("model.name=/nonexistent/model-dir", "nonexistent"),
 ])
 def test_bad_config_or_input_fails_before_any_compute(tmp_path, override, message):
     run = tmp_path / "run"
