@@ -168,7 +168,8 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
         # proxy classifier (plain cross-entropy on originals)
         proxy = run.stage("proxy", [data], {"model": cfg.model, "seed": cfg.seed, "max_length": ml,
                                             "epochs": cfg.classifier.proxy_epochs, "lr": cfg.classifier.proxy_lr,
-                                            "batch_size": cfg.classifier.batch_size},
+                                            "batch_size": cfg.classifier.batch_size,
+                                            "weight_decay": cfg.classifier.weight_decay},
                           lambda d: _train_into(d, "proxy", classifier_config(cfg, names, train, dev, True), cfg))
         consistency_model = proxy.file("model")
 
@@ -185,8 +186,6 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
         importance = run.stage("importance", [data, proxy], {"max_length": ml}, importance_fn)
         imp = pd.read_parquet(importance.file("importance.parquet"))
         imp_by_id = {i: list(v) for i, v in zip(imp["id"], imp["importance"])}
-        if stop_after == "importance":
-            return {"run": str(root)}
 
         # generator: warm-up (cross-run cache, a Ray task) + diffusion training (Ray Train)
         def generator_fn(d: Path):
@@ -222,9 +221,18 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
                      "label_names": names, "max_length": ml, "seed": cfg.seed,
                      **_fault_kwargs(cfg, d, "generation")},
                     cfg.ray, d, "generation", expect_ids=da.expected_pseudo_ids(sources))
-                atomic_write_parquet(d / "pseudo.parquet", rows)
-                return {"rows": len(rows), "sources": len(sources),
-                        "actor_killed": (d / "generation.killed").exists()}
+                summary = {"rows": len(rows), "sources": len(sources),
+                           "actor_killed": (d / "generation.killed").exists()}
+                if cfg.augment.min_confidence is not None:  # optional judge filter (the proxy judges)
+                    from dcls_core.diagnostics import filter_by_confidence
+                    from dcls_core.training import predict
+
+                    model, tok = da.load_classifier_checkpoint(proxy.file("model"))
+                    _, probs = predict(model, rows, tok, names, ml)
+                    rows, dropped = filter_by_confidence(rows, probs, names, cfg.augment.min_confidence)
+                    summary.update({"dropped_low_confidence": dropped, "rows": len(rows)})
+                atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
+                return summary
 
             generation = run.stage("generation", generation_inputs,
                                    {"augment": cfg.augment, "generator": cfg.generator, "seed": cfg.seed}, generation_fn)
