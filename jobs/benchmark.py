@@ -226,7 +226,7 @@ def run_generator(args: argparse.Namespace) -> None:
 
         examples = []
         for label in label_names:
-            rows = pseudo[pseudo["label"] == label].head(args.examples)
+            rows = pseudo[pseudo["label"] == label].drop_duplicates("source_id").head(args.examples)
             for _, r in rows.iterrows():
                 src = low[low["id"].astype(str) == str(r["source_id"])].iloc[0]
                 examples.append({"label": label, "step": int(r["step"]), "original": src["text"],
