@@ -118,8 +118,8 @@ class WarmupConfig:
     max_steps: int = 2000
     max_seconds: float = 1800.0
     batch_size: int = 32
-    lr: float = 1e-4
-    head_lr: float = 1e-3
+    lr: float = 2e-4
+    head_lr: float = 2e-3
     mask_prob: float = 0.15
     restrict_vocab: bool = True
     # per-sentence mask rate ~ U(mask_prob, mask_prob_max) (None: always mask_prob); a
