@@ -37,6 +37,18 @@ def _gather_frames(frame: pd.DataFrame, world: int) -> pd.DataFrame:
     return pd.DataFrame.from_records([r for part in parts for r in part])
 
 
+def _worker_start(config: Dict[str, Any]):
+    """Every loop starts alike: this worker's rank, its share of the cores, the seed, the labels."""
+    from dcls_core.training import set_seed
+
+    ray_cfg = config["_ray"]
+    ctx = rt.context()
+    rt.set_threads(ray_cfg)
+    seed = int(config["seed"])
+    set_seed(seed)
+    return ray_cfg, ctx["rank"], ctx["world"], seed, list(config["label_names"])
+
+
 # --------------------------------------------------------------------------- classifier
 def classifier_loop(config: Dict[str, Any]) -> None:
     """Proxy (alpha=0, originals only) or final classifier (L_e + alpha L_c, static/reflective)."""
@@ -44,15 +56,9 @@ def classifier_loop(config: Dict[str, Any]) -> None:
     from dcls_core.config import ModelConfig
     from dcls_core.losses import first_token_representation, noise_resistant_loss
     from dcls_core.models import load_classifier, load_tokenizer
-    from dcls_core.training import combine_frames, evaluate, make_loader, set_seed
+    from dcls_core.training import combine_frames, evaluate, make_loader
 
-    ray_cfg = config["_ray"]
-    ctx = rt.context()
-    rank, world = ctx["rank"], ctx["world"]
-    rt.set_threads(ray_cfg)
-    seed = int(config["seed"])
-    set_seed(seed)
-    names = list(config["label_names"])
+    ray_cfg, rank, world, seed, names = _worker_start(config)
     model_cfg = ModelConfig(**config["model"])
     tokenizer = load_tokenizer(model_cfg)
     model = load_classifier(model_cfg, len(names), seed)
@@ -157,15 +163,8 @@ def generator_loop(config: Dict[str, Any]) -> None:
     from dcls_core.diffusion import GeneratorCollator, GeneratorDataset, batch_to, corrupt_batch
     from dcls_core.models import load_masked_lm, load_tokenizer
     from dcls_core.prompting import add_label_tokens
-    from dcls_core.training import set_seed
 
-    ray_cfg = config["_ray"]
-    ctx = rt.context()
-    rank, world = ctx["rank"], ctx["world"]
-    rt.set_threads(ray_cfg)
-    seed = int(config["seed"])
-    set_seed(seed)
-    names = list(config["label_names"])
+    ray_cfg, rank, world, seed, names = _worker_start(config)
     gen_cfg = config["generator"]
     if config.get("start_checkpoint"):
         from transformers import AutoModelForMaskedLM, AutoTokenizer
