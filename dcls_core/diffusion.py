@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import torch
@@ -123,17 +123,24 @@ def corrupt_batch(batch: Mapping[str, Any], T: int, lam: float,
 
 
 def diffusion_loss(model: nn.Module, batch: Mapping[str, Any], T: int, lam: float,
-                   generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, Dict[str, float]]:
+                   generator: Optional[torch.Generator],
+                   logits_fn: Optional[Callable[..., torch.Tensor]] = None,
+                   ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Masked-token cross-entropy of one batch at per-example steps t ~ U{1..T}.
 
     Only masked positions are projected to the vocabulary (``models.masked_lm_logits``),
     which is most of the cost saving on CPU; the loss is the mean over masked tokens of
     the batch. Rows left without any masked position (short text, small t) contribute
     nothing; if the whole batch has none, the loss is a differentiable zero so that every
-    data-parallel worker still runs a backward pass.
+    data-parallel worker still runs a backward pass. ``logits_fn(ids, attention_mask,
+    positions)`` replaces ``masked_lm_logits(model, ...)`` when the model is wrapped (DDP,
+    DeepSpeed) and its MLM head cannot be reached through the wrapper.
     """
     noisy, masked, t = corrupt_batch(batch, T, lam, generator)
-    logits = masked_lm_logits(model, noisy, batch["attention_mask"], masked)
+    if logits_fn is None:
+        logits = masked_lm_logits(model, noisy, batch["attention_mask"], masked)
+    else:
+        logits = logits_fn(noisy, batch["attention_mask"], masked)
     targets = batch["input_ids"][masked]
     n_masked = int(masked.sum())
     if n_masked == 0:

@@ -160,7 +160,7 @@ def generator_loop(config: Dict[str, Any]) -> None:
 
     from dcls_core import diffusion_augmenter as da
     from dcls_core.config import ModelConfig
-    from dcls_core.diffusion import GeneratorCollator, GeneratorDataset, batch_to, corrupt_batch
+    from dcls_core.diffusion import GeneratorCollator, GeneratorDataset, batch_to, diffusion_loss
     from dcls_core.models import load_masked_lm, load_tokenizer
     from dcls_core.prompting import add_label_tokens
 
@@ -199,17 +199,13 @@ def generator_loop(config: Dict[str, Any]) -> None:
         losses, ratios = [], []
         for batch in loader:
             batch = batch_to(batch, engine.device)
-            # dcls_core.diffusion.diffusion_loss, with the logits computed through the wrapper
-            noisy, masked, _ = corrupt_batch(batch, int(gen_cfg["T"]), float(gen_cfg["lam"]), mask_gen)
-            logits = engine.model(noisy, batch["attention_mask"], masked)
-            if int(masked.sum()) == 0:
-                loss = logits.sum() * 0.0  # still a backward pass: DDP steps in lockstep
-            else:
-                loss = torch.nn.functional.cross_entropy(logits.float(), batch["input_ids"][masked])
+            # the logits go through the (DDP/DeepSpeed-wrapped) engine model
+            loss, stats = diffusion_loss(model, batch, int(gen_cfg["T"]), float(gen_cfg["lam"]), mask_gen,
+                                         logits_fn=engine.model)
             engine.backward(loss)
             engine.step()
-            losses.append(float(loss.detach()))
-            ratios.append(int(masked.sum()) / max(int(batch["maskable"].sum()), 1))
+            losses.append(stats["loss"])
+            ratios.append(stats["mask_ratio"])
             steps += 1
             if max_steps and steps >= int(max_steps):
                 break
