@@ -134,7 +134,9 @@ class WarmupConfig:
     prior_bias: bool = True  # start a fresh decoder bias at the corpus' log unigram frequencies
     head_init_scale: float = 1.0  # fresh head: scale of its output LayerNorm gain (0.1 measured worse)
     train_mask_embedding: bool = True  # learn the [MASK] input row even with frozen embeddings
-    selection: str = "random"  # random | longest: which corpus sentences fill max_sentences
+    # which corpus sentences fill max_sentences: longest first (closer to full-sentence test sets,
+    # more tokens per step; measured a little better on SST-2) or random (seeded)
+    selection: str = "longest"
     seed: int = 0  # fixed so the cached warm-up is shared across run seeds
 
     def __post_init__(self) -> None:
@@ -251,6 +253,9 @@ class RayConfig:
     max_task_retries: int = 3
     # per-fit Ray Train workers (proxy, generator, baseline, classifier); missing = num_workers
     fit_workers: Dict[str, int] = field(default_factory=dict)
+    # torch threads of the generator warm-up task (0: every core of its node). On a shared
+    # 2-core machine 1 thread ran ~10x faster than 2 (docs/generator.md); not in any cache key
+    warmup_threads: int = 0
     # tests only: the first actor of each scoring/generation pool exits after this many batches, once
     fault_kill_actor_after: int = 0
 
@@ -260,6 +265,7 @@ class RayConfig:
         _check(self.actors >= 1, "ray.actors", "must be >= 1", self.actors)
         _check(self.num_workers >= 0, "ray.num_workers", "must be >= 0", self.num_workers)
         _check(self.batch_size >= 1, "ray.batch_size", "must be >= 1", self.batch_size)
+        _check(self.warmup_threads >= 0, "ray.warmup_threads", "must be >= 0 (0: all cores)", self.warmup_threads)
 
 
 @dataclass

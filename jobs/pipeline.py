@@ -309,18 +309,19 @@ def warmup_remote(cfg: Config, train, dev, test) -> Dict[str, Any]:
                          exclude=list(dev["text"]) + list(test["text"]))
 
     @ray.remote(num_cpus=1, max_retries=1)
-    def _warm(model_cfg, warmup_cfg, texts, cache, seed):
+    def _warm(model_cfg, warmup_cfg, texts, cache, seed, threads):
         import os
 
         import torch
 
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
         from dcls_core.warmup import load_or_warmup
 
         _, _, stats = load_or_warmup(model_cfg, warmup_cfg, texts, cache, seed)
         return {k: v for k, v in stats.items() if k in ("skipped", "cached", "key", "path", "steps", "seconds")}
 
-    return ray.get(_warm.remote(cfg.model, cfg.generator.warmup, texts, str(cache_dir(cfg).resolve()), cfg.seed))
+    return ray.get(_warm.remote(cfg.model, cfg.generator.warmup, texts, str(cache_dir(cfg).resolve()), cfg.seed,
+                                cfg.ray.warmup_threads))
 
 
 def metrics_table(metrics: Dict[str, Any]) -> str:

@@ -52,6 +52,7 @@ def smoke_run(tmp_path_factory):
     ("generator.lam=-1", "generator.lam"),
     ("dataset.files={train: /nonexistent/x.csv}", "nonexistent"),
     ("ray.fit_workers={proxi: 2}", "ray.fit_workers"),
+    ("ray.warmup_threads=-1", "ray.warmup_threads"),
     ("generator.warmup.corpus=[nope]", "generator.warmup.corpus"),
     ("model.name=/nonexistent/model-dir", "nonexistent"),
 ])

@@ -104,6 +104,18 @@ def test_corpus_texts(tmp_path: Path):
     assert len(capped) == 3 and capped[:2] == ["train a", "train b"]
 
 
+def test_corpus_selection_longest_or_random(tmp_path: Path):
+    from dcls_core.warmup import corpus_texts
+
+    lines = [" ".join(["w"] * n) + f" s{n}" for n in (1, 7, 3, 9, 2, 5)]
+    (tmp_path / "c.txt").write_text("\n".join(lines) + "\n")
+    longest = corpus_texts(WarmupConfig(corpus=["c.txt"], max_sentences=2, selection="longest"), [], tmp_path)
+    assert longest == [lines[3], lines[1]]  # 9 and 7 words
+    picks = {tuple(corpus_texts(WarmupConfig(corpus=["c.txt"], max_sentences=2, selection="random", seed=s),
+                                [], tmp_path)) for s in range(6)}
+    assert len(picks) > 1 and all(len(p) == 2 and set(p) <= set(lines) for p in picks)
+
+
 def test_sst2_preset_as_corpus(data_root):
     from dcls_core.warmup import corpus_texts
 
