@@ -96,6 +96,9 @@ def _fit_logreg(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e
 
 def _label_ids(labels: Sequence[Any], label_names: Sequence[str]) -> torch.Tensor:
     index = {str(n): i for i, n in enumerate(label_names)}
+    unknown = sorted({str(v) for v in labels} - set(index))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the judge's labels {list(index)}")
     return torch.tensor([index[str(v)] for v in labels], dtype=torch.long)
 
 
