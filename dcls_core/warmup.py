@@ -509,6 +509,7 @@ def warmup_masked_lm(model: nn.Module, tokenizer, texts: Sequence[str], cfg: War
     stats.update({"steps": step, "seconds": round(time.time() - start, 1), "tokens_seen": tokens_seen,
                   "vocab_restricted": len(vocab_ids) if restrict else None, "history": history,
                   "last": last})
+    log.info("warm-up done: %d steps in %.0fs (%d tokens)", step, stats["seconds"], tokens_seen)
     if eval_texts:
         stats["eval_after"] = masked_lm_eval(model, tokenizer, eval_texts, cfg.mask_prob, seed=1234,
                                              max_length=cfg.max_length)

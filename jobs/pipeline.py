@@ -310,11 +310,16 @@ def warmup_remote(cfg: Config, train, dev, test) -> Dict[str, Any]:
 
     @ray.remote(num_cpus=1, max_retries=1)
     def _warm(model_cfg, warmup_cfg, texts, cache, seed, threads):
+        import logging
         import os
 
         import torch
 
         torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+        progress = logging.getLogger("dcls_core.warmup")  # its step log reaches the driver's console
+        if not progress.handlers:
+            progress.addHandler(logging.StreamHandler())
+            progress.setLevel(logging.INFO)
         from dcls_core.warmup import load_or_warmup
 
         _, _, stats = load_or_warmup(model_cfg, warmup_cfg, texts, cache, seed)

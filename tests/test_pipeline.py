@@ -87,6 +87,8 @@ def test_smoke_run_artifacts(smoke_run):
     report = (run / "report.md").read_text()
     assert "| baseline | test |" in report and "Example pseudo samples" in report
     assert "| baseline | test |" in smoke_run["stdout"]  # the metrics table is printed
+    # the warm-up runs in a Ray task; its progress log reaches the driver's console
+    assert "warm-up done: 4 steps" in smoke_run["stdout"] + smoke_run["stderr"]
 
 
 @pytest.mark.ray
