@@ -264,7 +264,7 @@ def run_generator(args: argparse.Namespace) -> None:
             "examples": examples,
             "command": command,
         }
-        _merge_json(out_path, {name: result})
+        _merge_json(out_path, {f"{name}_{args.tag}" if args.tag else name: result})
         if args.pseudo_dir:
             Path(args.pseudo_dir).mkdir(parents=True, exist_ok=True)
             pseudo.to_csv(Path(args.pseudo_dir) / f"{name}_pseudo.csv", index=False)
@@ -293,6 +293,8 @@ def add_generator(sub) -> None:
                    help="torch threads (0: all cores); 1 is much faster than 2 when other processes "
                         "share the cores, and the warm-up is budgeted in wall-clock time")
     p.add_argument("--pseudo-dir", default=None, help="also write the pseudo samples (CSV) here")
+    p.add_argument("--tag", default=None,
+                   help="store the result as <dataset>_<tag> (a variant beside the main figures)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="warmup.<field>=... / generator.<field>=... overrides")
     p.set_defaults(func=run_generator)
