@@ -97,6 +97,9 @@ class ModelConfig:
     """The encoder: ``minilm`` (embedded), ``tiny`` (random, tests) or a hub id / local path."""
 
     name: str = "minilm"
+    # classifier pooling: auto (what the checkpoint declares: mean for sentence-transformers
+    # models such as the embedded MiniLM, the first token otherwise) | mean | cls
+    pooling: str = "auto"
     tiny_hidden: int = 64
     tiny_layers: int = 2
     tiny_heads: int = 2
@@ -104,6 +107,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "model.name", "must not be empty", self.name)
+        _one_of("model.pooling", self.pooling, ("auto", "mean", "cls"))
         _check(self.tiny_hidden % self.tiny_heads == 0, "model.tiny_hidden",
                "must be divisible by model.tiny_heads", self.tiny_hidden)
 
@@ -138,6 +142,9 @@ class WarmupConfig:
     # more tokens per step; measured a little better on SST-2) or random (seeded)
     selection: str = "longest"
     seed: int = 0  # fixed so the cached warm-up is shared across run seeds
+    # the corpus alone (no training texts of this run; test texts still excluded): one warm-up per
+    # corpus, shared by every seed and row sample (benchmarks). Unlabelled dev texts may be in it.
+    corpus_only: bool = False
 
     def __post_init__(self) -> None:
         _one_of("generator.warmup.enabled", str(self.enabled).lower(), ("auto", "true", "false"))
@@ -160,10 +167,14 @@ class GeneratorConfig:
     """The label-aware diffusion LM: schedule, training and reverse-process decoding."""
 
     T: int = 32
+    # lambda > 0 masks label-critical tokens first (the paper); < 0 protects them (for generators
+    # too weak to rebuild them); 0 is the plain linear schedule
     lam: float = 0.5
+    importance_norm: str = "max"  # raw (Eq. 1 values, the paper) | max | rank: see dcls_core.importance
     group_size: int = 4
     group_index: int = 4  # 1-based: steps (g-1)*size+1 .. g*size
     epochs: int = 2
+    min_steps: int = 0  # floor on generator optimiser steps (an epoch of 20 rows is 2 steps)
     lr: float = 4e-6
     batch_size: int = 16
     init_from_proxy: bool = True
@@ -175,17 +186,24 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         _check(self.T >= 1, "generator.T", "must be >= 1", self.T)
-        _check(self.lam >= 0, "generator.lam", "must be >= 0", self.lam)
+        _check(-1 <= self.lam <= 1, "generator.lam", "must be in [-1, 1]", self.lam)
+        _one_of("generator.importance_norm", self.importance_norm, ("raw", "max", "rank"))
         _check(self.group_size >= 1 and self.T % self.group_size == 0, "generator.group_size",
                f"must be >= 1 and divide T={self.T}", self.group_size)
         groups = self.T // self.group_size if self.group_size else 0
         _check(1 <= self.group_index <= groups, "generator.group_index",
                f"must be in 1..T/group_size = 1..{groups}", self.group_index)
+        _check(self.min_steps >= 0, "generator.min_steps", "must be >= 0", self.min_steps)
         _check(self.reverse_steps >= 1, "generator.reverse_steps", "must be >= 1", self.reverse_steps)
         _check(self.temperature > 0, "generator.temperature", "must be > 0", self.temperature)
         _check(0 < self.top_p <= 1, "generator.top_p", "must be in (0, 1]", self.top_p)
         _check(self.top_k >= 0, "generator.top_k", "must be >= 0", self.top_k)
         _check(self.lr > 0, "generator.lr", "must be > 0", self.lr)
+
+    def epochs_for(self, batches_per_epoch: int) -> int:
+        """Epochs to run: ``epochs``, or more when needed to reach ``min_steps``."""
+        per = max(1, int(batches_per_epoch))
+        return max(self.epochs, -(-self.min_steps // per))
 
     def group_steps(self) -> List[int]:
         start = (self.group_index - 1) * self.group_size + 1
@@ -214,25 +232,62 @@ class AugmentConfig:
 
 @dataclass
 class ClassifierConfig:
-    """Proxy and final classifier training (noise-resistant objective)."""
+    """Proxy and classifier training (noise-resistant objective), measured in optimiser steps.
 
-    epochs: int = 10
-    lr: float = 2e-5
+    Every arm trains ``steps_for(n_originals)`` steps of ``batch_size`` originals; an
+    original's pseudo samples ride in its batch (``pseudo_per_step`` of them), so arms with and
+    without augmentation take the same steps and L_c sees the same K originals per batch.
+    Defaults: chosen on dev (docs/results.md); the paper presets set their own.
+    """
+
+    epochs: int = 10  # passes over the originals ...
+    min_steps: int = 100  # ... but at least this many steps (10-shot sets are 1-2 batches an epoch)
+    lr: float = 5e-5
     weight_decay: float = 0.01
-    batch_size: int = 16
+    batch_size: int = 16  # originals per step
+    pseudo_per_step: int = 1  # pseudo samples each original carries into its batch (0: all it has)
     alpha: float = 1.0  # weight of the contrastive loss L_c (paper: 1)
     tau: float = 0.1
-    proxy_epochs: int = 15
-    proxy_lr: float = 2e-5
-    eval_every: int = 1
+    head_init: str = "probe"  # probe: logistic regression on frozen pooled features (LP-FT) | random
+    probe_C: float = 1.0  # inverse L2 strength of that logistic regression
+    eval_every: int = 10  # steps between dev evaluations (also at step 0 and at the end)
+    # the proxy (importance, consistency); None = the raw arm is the proxy (same recipe, alpha = 0)
+    proxy_epochs: Optional[int] = None
+    proxy_lr: Optional[float] = None
+    # fall back to the raw arm when the augmented classifier is not better on dev
+    fallback_on_dev: bool = True
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "classifier.epochs", "must be >= 1", self.epochs)
-        _check(self.proxy_epochs >= 1, "classifier.proxy_epochs", "must be >= 1", self.proxy_epochs)
+        _check(self.min_steps >= 0, "classifier.min_steps", "must be >= 0", self.min_steps)
+        if self.proxy_epochs is not None:
+            _check(self.proxy_epochs >= 1, "classifier.proxy_epochs", "must be >= 1", self.proxy_epochs)
+        if self.proxy_lr is not None:
+            _check(self.proxy_lr > 0, "classifier.proxy_lr", "must be > 0", self.proxy_lr)
         _check(self.lr > 0, "classifier.lr", "must be > 0", self.lr)
         _check(self.alpha >= 0, "classifier.alpha", "must be >= 0", self.alpha)
         _check(self.tau > 0, "classifier.tau", "must be > 0", self.tau)
         _check(self.batch_size >= 2, "classifier.batch_size", "must be >= 2", self.batch_size)
+        _check(self.pseudo_per_step >= 0, "classifier.pseudo_per_step", "must be >= 0", self.pseudo_per_step)
+        _one_of("classifier.head_init", self.head_init, ("probe", "random"))
+        _check(self.probe_C > 0, "classifier.probe_C", "must be > 0", self.probe_C)
+        _check(self.eval_every >= 1, "classifier.eval_every", "must be >= 1", self.eval_every)
+
+    def steps_for(self, n_originals: int, epochs: Optional[int] = None) -> int:
+        per_epoch = max(1, -(-int(n_originals) // self.batch_size))
+        return max(self.min_steps, int(epochs if epochs is not None else self.epochs) * per_epoch)
+
+    @property
+    def separate_proxy(self) -> bool:
+        """True when the proxy has its own recipe (paper presets) instead of being the raw arm."""
+        return self.proxy_epochs is not None or self.proxy_lr is not None
+
+    def proxy(self) -> "ClassifierConfig":
+        """The proxy's recipe: alpha = 0, its own epochs / lr when given."""
+        import dataclasses
+
+        return dataclasses.replace(self, alpha=0.0, epochs=self.proxy_epochs or self.epochs,
+                                   lr=self.proxy_lr or self.lr)
 
 
 @dataclass
@@ -251,7 +306,7 @@ class RayConfig:
     zero_stage: int = 2
     max_restarts: int = 2  # actor restarts on failure
     max_task_retries: int = 3
-    # per-fit Ray Train workers (proxy, generator, baseline, classifier); missing = num_workers
+    # per-fit Ray Train workers (proxy, generator, raw, no_augmentation, augmented); missing = num_workers
     fit_workers: Dict[str, int] = field(default_factory=dict)
     # torch threads of the generator warm-up task (0: every core of its node). On a shared
     # 2-core machine 1 thread ran ~10x faster than 2 (docs/generator.md); not in any cache key

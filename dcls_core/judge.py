@@ -35,7 +35,7 @@ from dcls_core.models import load_classifier, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
 
-JUDGE_VERSION = 1
+JUDGE_VERSION = 2
 
 
 @dataclass
@@ -123,10 +123,9 @@ def train_judge(model_cfg: ModelConfig, train_df: pd.DataFrame, dev_df: Optional
             head.load_state_dict(torch.load(folder / "head.pt"))
             judge = Judge(kind, names, encoder, tokenizer, head, max_length, meta)
         else:
-            from transformers import AutoModelForSequenceClassification
+            from dcls_core.classifier import PooledClassifier
 
-            model = AutoModelForSequenceClassification.from_pretrained(str(folder / "model"),
-                                                                        attn_implementation="eager")
+            model = PooledClassifier.from_pretrained(folder / "model")
             judge = Judge(kind, names, model, tokenizer, None, max_length, meta)
         judge.stats["cached"] = True
         return judge
@@ -143,9 +142,10 @@ def train_judge(model_cfg: ModelConfig, train_df: pd.DataFrame, dev_df: Optional
     else:
         from dcls_core.training import fit_classifier
 
-        cfg = classifier_cfg or ClassifierConfig(epochs=max(1, epochs), lr=3e-5, batch_size=32)
+        cfg = classifier_cfg or ClassifierConfig(epochs=max(1, epochs), min_steps=0, lr=3e-5, batch_size=32,
+                                                 alpha=0.0, eval_every=10 ** 9)
         res = fit_classifier(clf, tokenizer, train_df, dev_df, names, cfg, max_length, seed,
-                             epochs=max(1, epochs), alpha=0.0, schedule="linear", warmup_ratio=0.06)
+                             schedule="linear", warmup_ratio=0.06)
         judge = Judge(kind, names, res.model, tokenizer, None, max_length)
     judge.stats = {"kind": kind, "train_rows": len(train_df), "train_seconds": round(time.time() - start, 1),
                    "model": model_cfg.name, "key": key}

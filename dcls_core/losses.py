@@ -22,12 +22,10 @@ The full objective is L = L_e + alpha * L_c, with L_e the cross-entropy over ori
 AND pseudo samples together (the paper uses alpha = 1 and leaves tau unspecified; the
 authors' released code computed L_c and dropped it, here it is really optimised).
 
-Representation choice: h is the encoder's final-layer hidden state at the first token
-([CLS] for BERT, <s> for RoBERTa/XLM-R, DistilBERT's first token), taken from
-``outputs.hidden_states[-1][:, 0]`` with ``output_hidden_states=True``. It is the one
-representation every ``AutoModelForSequenceClassification`` head reads from (BERT passes
-it through its pooler, RoBERTa/DistilBERT through a dense layer), so the contrastive
-geometry is shaped exactly where the classifier head looks, for any architecture.
+Representation choice: h is the pooled sentence representation the classifier's head reads
+(``PooledClassifier``'s ``pooled`` output: mean pooling for sentence-transformers checkpoints
+such as the embedded MiniLM, the first token otherwise), so the contrastive geometry is shaped
+exactly where the head looks.
 """
 from __future__ import annotations
 
@@ -36,16 +34,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["contrastive_loss", "noise_resistant_loss", "first_token_representation"]
-
-
-def first_token_representation(outputs) -> torch.Tensor:
-    """[B, H] final-layer hidden state of the first token from a model called with
-    ``output_hidden_states=True``."""
-    hidden = getattr(outputs, "hidden_states", None)
-    if hidden is None:
-        raise ValueError("the model output has no hidden_states: call it with output_hidden_states=True")
-    return hidden[-1][:, 0]
+__all__ = ["contrastive_loss", "noise_resistant_loss"]
 
 
 def contrastive_loss(h: torch.Tensor, labels: torch.Tensor, is_original: torch.Tensor,

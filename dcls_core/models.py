@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -96,17 +96,34 @@ def _from_pretrained(auto_cls, cfg: ModelConfig, **kwargs):
         raise _hub_error(cfg.name, exc) from exc
 
 
+def classifier_pooling(cfg: ModelConfig) -> Tuple[str, bool]:
+    """(pooling, normalise) for this model: ``model.pooling`` if set, else what the checkpoint declares."""
+    from dcls_core.classifier import checkpoint_pooling
+
+    res = resolve_model(cfg)
+    declared = checkpoint_pooling(res.weights_source)
+    if cfg.pooling == "auto":
+        return declared
+    return cfg.pooling, declared[1] if cfg.pooling == declared[0] else False
+
+
 def load_classifier(cfg: ModelConfig, num_labels: int, seed: int = 0) -> nn.Module:
-    """Encoder + linear head for sequence classification (eager attention: importance needs it)."""
-    from transformers import AutoModelForSequenceClassification
+    """A ``PooledClassifier``: the encoder (eager attention: importance reads it), its own pooling,
+    a linear head (random here; ``classifier.init_head_from_probe`` turns it into a probe)."""
+    from transformers import AutoModel
+
+    from dcls_core.classifier import PooledClassifier
 
     torch.manual_seed(seed)
+    pooling, normalize = classifier_pooling(cfg)
     if resolve_model(cfg).is_tiny:
         tok = load_tokenizer(cfg)
         conf = tiny_config(cfg, len(tok), num_labels)
         conf._attn_implementation = "eager"
-        return AutoModelForSequenceClassification.from_config(conf, attn_implementation="eager")
-    return _from_pretrained(AutoModelForSequenceClassification, cfg, num_labels=num_labels)
+        encoder = AutoModel.from_config(conf, attn_implementation="eager")
+    else:
+        encoder = _from_pretrained(AutoModel, cfg)
+    return PooledClassifier(encoder, num_labels, pooling, normalize)
 
 
 def has_pretrained_mlm_head(cfg: ModelConfig) -> bool:

@@ -1,25 +1,27 @@
-"""Classifier training with the noise-resistant objective (proxy and final classifier).
+"""The one classifier training loop (proxy, raw / no-augmentation / augmented arms, judge).
 
-The pieces (``make_loader``, ``train_epoch``, ``predict``, ``evaluate``) are plain PyTorch
-so a Ray Train loop can reuse them (``ray.train.torch.prepare_data_loader`` /
-``prepare_model`` wrap what ``make_loader`` and ``load_classifier`` return);
-``fit_classifier`` is the single-process loop built from them.
+``fit_classifier`` counts optimiser steps, not epochs: ``cfg.steps_for(n_originals)`` (epochs
+over the originals with a floor of ``cfg.min_steps``: a 10-shot set is one or two batches an
+epoch, and a few dozen steps teach a classifier nothing). Every step draws ``batch_size``
+originals (seeded permutations, epoch after epoch) and each original brings
+``pseudo_per_step`` of its own pseudo samples (rotating through them) into the same batch.
+So the arms with and without augmentation take the same number of steps over the same
+originals, in the same order, and L_c (over originals only) sees the same K per batch; the
+augmented arm's batches are just larger.
 
-Frames follow the project schema ``id, text, label, split`` (label = class name) and,
-for pseudo samples, ``is_pseudo`` (+ provenance columns, ignored here). Label names are
-a plain ``list[str]`` in id order (``LabelVocab``'s order).
+The head starts as a logistic-regression probe (``cfg.head_init="probe"``, see
+``dcls_core.classifier``); dev macro-F1 is measured at step 0 (the probe), every
+``cfg.eval_every`` steps and at the end, and the best-dev weights are restored (ties keep the
+earlier step). A dev frame with ``split == "test"`` rows is refused.
 
-Modes of ``fit_classifier``:
+``Stepper`` hides where the optimiser runs: ``LocalStepper`` in one process (``dcls augment``,
+tests, benchmarks), ``jobs.ray_train.Engine`` under Ray Train (DDP / DeepSpeed); both build
+their optimiser from ``optimizer_groups`` (no weight decay on biases and LayerNorm weights).
+With ``world > 1`` each rank trains on its strided share of every global batch.
 
-* ``static``: originals + ``pseudo_df`` (generated once, beforehand) every epoch;
-* ``reflective``: every ``regenerate_every`` (R) epochs, ``regenerate(model)`` is called
-  with the classifier being trained and returns a fresh ``pseudo_df`` (the caller
-  recomputes token importance with that classifier and regenerates); it is also called
-  before the first epoch when no ``pseudo_df`` is given. So with ``pseudo_df=None`` it
-  runs before epochs 1, R+1, 2R+1, ... and with a given ``pseudo_df`` before R+1, 2R+1, ...
-
-Model selection looks at the dev frame's macro-F1 only (a frame with ``split == "test"``
-rows is refused as dev data); the best-dev weights are restored at the end.
+Modes: ``static`` (``pseudo_df`` fixed) or ``reflective`` (``regenerate(model)`` returns a fresh
+``pseudo_df`` every ``regenerate_every`` epochs' worth of steps, and before step 1 when no
+``pseudo_df`` is given).
 """
 from __future__ import annotations
 
@@ -39,17 +41,17 @@ from torch.utils.data import DataLoader
 
 from dcls_core.config import ClassifierConfig
 from dcls_core.evaluation import classification_metrics
-from dcls_core.losses import first_token_representation, noise_resistant_loss
+from dcls_core.losses import noise_resistant_loss
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "set_seed", "encode", "make_loader", "train_epoch", "predict", "evaluate",
-    "FitResult", "fit_classifier", "train_proxy", "combine_frames",
+    "set_seed", "encode", "make_loader", "predict", "evaluate", "optimizer_groups", "LocalStepper",
+    "FitResult", "fit_classifier", "train_proxy", "combine_frames", "batch_plan",
 ]
 
 Regenerate = Callable[[nn.Module], pd.DataFrame]
-OnEpoch = Callable[[Dict[str, Any], nn.Module], None]
+OnEval = Callable[[Dict[str, Any], nn.Module], None]
 
 
 def set_seed(seed: int) -> None:
@@ -131,51 +133,6 @@ def make_loader(frame: pd.DataFrame, tokenizer, label_names: Sequence[str], max_
                       collate_fn=_collate(pad_id), num_workers=0)
 
 
-def _forward(model: nn.Module, batch: Dict[str, torch.Tensor], hidden: bool):
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 output_hidden_states=hidden, return_dict=True)
-
-
-def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                alpha: float, tau: float, scheduler: Optional[Any] = None,
-                max_grad_norm: Optional[float] = 1.0, progress_seconds: float = 60.0) -> Dict[str, float]:
-    """One pass over ``loader`` minimising L_e + alpha * L_c; returns mean {loss, ce, contrastive}
-    (weighted by batch size) and ``batches``. Logs progress every ``progress_seconds``."""
-    model.train()
-    device = _model_device(model)
-    sums = {"loss": 0.0, "ce": 0.0, "contrastive": 0.0}
-    seen = 0
-    batches = 0
-    started = last_log = time.monotonic()
-    for batch in loader:
-        if time.monotonic() - last_log >= progress_seconds:  # long epochs (a judge on 67k rows) show progress
-            last_log = time.monotonic()
-            log.info("batch %d/%d (%.0fs), loss %.4f", batches, len(loader), last_log - started,
-                     sums["loss"] / max(1, seen))
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = _forward(model, batch, hidden=True)
-        h = first_token_representation(out)
-        loss, parts = noise_resistant_loss(out.logits, h, batch["labels"], batch["is_original"],
-                                           alpha=alpha, tau=tau)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        n = int(batch["labels"].shape[0])
-        for key in sums:
-            sums[key] += parts[key] * n
-        seen += n
-        batches += 1
-    if seen == 0:
-        raise ValueError("train_epoch got an empty loader")
-    result = {k: v / seen for k, v in sums.items()}
-    result["batches"] = batches
-    return result
-
-
 @torch.no_grad()
 def predict(model: nn.Module, frame: pd.DataFrame, tokenizer, label_names: Sequence[str],
             max_length: int, batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
@@ -212,10 +169,12 @@ def evaluate(model: nn.Module, frame: pd.DataFrame, tokenizer, label_names: Sequ
 @dataclass
 class FitResult:
     model: nn.Module  # best-dev weights restored
-    history: List[Dict[str, Any]]
-    best_epoch: int  # 1-based; 0 if no dev evaluation ran
+    history: List[Dict[str, Any]]  # one record per dev evaluation (step 0 included)
+    best_step: int  # 0: the initial model (the probe) was best on dev, or no dev data and no steps
     best_dev_metrics: Optional[Dict[str, Any]]
+    steps: int = 0
     pseudo_df: Optional[pd.DataFrame] = field(default=None, repr=False)  # last pseudo set used
+    best_state: Optional[Dict[str, torch.Tensor]] = field(default=None, repr=False)
 
 
 def combine_frames(train_df: pd.DataFrame, pseudo_df: Optional[pd.DataFrame]) -> pd.DataFrame:
@@ -237,15 +196,14 @@ def _check_dev(dev_df: Optional[pd.DataFrame]) -> None:
         raise ValueError("dev_df holds rows of the test split: model selection must use dev data only")
 
 
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def optimizer_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """AdamW parameter groups: decay on weight matrices, none on biases and norm weights."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -257,23 +215,107 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class LocalStepper:
+    """The optimiser in this process: AdamW over ``optimizer_groups``, gradient clipping,
+    an optional LR schedule. ``jobs.ray_train.Engine`` offers the same methods."""
+
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float, max_grad_norm: Optional[float] = 1.0,
+                 schedule: str = "constant", warmup_steps: int = 0, total_steps: int = 1):
+        if schedule not in ("constant", "linear"):
+            raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+        self.model = model
+        self.unwrapped = model
+        self.optimizer = torch.optim.AdamW(optimizer_groups(model, weight_decay), lr=lr)
+        self.scheduler = _linear_schedule(self.optimizer, warmup_steps, total_steps) if schedule == "linear" else None
+        self.max_grad_norm = max_grad_norm
+
+    @property
+    def device(self) -> torch.device:
+        return _model_device(self.model)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def snapshot(self) -> Dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: Dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+
+def batch_plan(n_originals: int, batch_size: int, steps: int, seed: int) -> List[List[int]]:
+    """Original row indices of each step: consecutive seeded permutations cut into batches
+    (a batch may span two epochs, so every step has ``min(batch_size, n)`` originals)."""
+    rng = np.random.default_rng(seed)
+    size = min(batch_size, n_originals)
+    order: List[int] = []
+    plan = []
+    for _ in range(steps):
+        while len(order) < size:
+            order.extend(rng.permutation(n_originals).tolist())
+        plan.append(order[:size])
+        order = order[size:]
+    return plan
+
+
+class _PseudoPool:
+    """Each source's pseudo samples (encoded), handed out ``per_step`` at a time, rotating."""
+
+    def __init__(self, examples: List[Dict[str, Any]], sources: Sequence[str], per_step: int, seed: int):
+        self.by_source: Dict[str, List[Dict[str, Any]]] = {}
+        for ex, src in zip(examples, sources):
+            self.by_source.setdefault(str(src), []).append(ex)
+        rng = np.random.default_rng(seed)
+        for src, items in self.by_source.items():  # a seeded order per source, then round-robin
+            self.by_source[src] = [items[i] for i in rng.permutation(len(items))]
+        self.cursor: Dict[str, int] = {}
+        self.per_step = per_step
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_source.values())
+
+    def take(self, source: str) -> List[Dict[str, Any]]:
+        items = self.by_source.get(str(source), [])
+        if not items:
+            return []
+        k = len(items) if self.per_step == 0 else min(self.per_step, len(items))
+        start = self.cursor.get(source, 0)
+        self.cursor[source] = start + k
+        return [items[(start + j) % len(items)] for j in range(k)]
+
+
+def _pseudo_sources(pseudo_df: pd.DataFrame) -> List[str]:
+    if "source_id" not in pseudo_df.columns:
+        raise ValueError("pseudo samples need a source_id column (the id of the original they came from)")
+    return pseudo_df["source_id"].astype(str).tolist()
+
+
 def fit_classifier(model: nn.Module, tokenizer, train_df: pd.DataFrame,
                    dev_df: Optional[pd.DataFrame], label_names: Sequence[str],
                    cfg: ClassifierConfig, max_length: int, seed: int,
                    pseudo_df: Optional[pd.DataFrame] = None, mode: str = "static",
                    regenerate: Optional[Regenerate] = None, regenerate_every: int = 1,
-                   epochs: Optional[int] = None, lr: Optional[float] = None,
-                   on_epoch: Optional[OnEpoch] = None, alpha: Optional[float] = None,
-                   tau: Optional[float] = None, schedule: str = "constant",
-                   warmup_ratio: float = 0.0, max_grad_norm: Optional[float] = 1.0,
-                   eval_batch_size: int = 64) -> FitResult:
-    """Train ``model`` on originals (+ pseudo samples) with L_e + alpha * L_c; select on dev macro-F1.
+                   steps: Optional[int] = None, on_eval: Optional[OnEval] = None,
+                   stepper: Optional[Any] = None, rank: int = 0, world: int = 1,
+                   init_head: bool = True, schedule: str = "constant", warmup_ratio: float = 0.0,
+                   max_grad_norm: Optional[float] = 1.0, eval_batch_size: int = 64) -> FitResult:
+    """Train ``model`` on originals (+ their pseudo samples) with L_e + cfg.alpha * L_c.
 
-    ``alpha``/``tau``/``epochs``/``lr`` default to ``cfg``. ``schedule``: ``constant`` or
-    ``linear`` (warm-up over ``warmup_ratio`` of the steps, then linear decay to 0).
-    ``on_epoch(record, model)`` is called after each epoch with the history record (for
-    Ray Train/Tune reporting). Dev is evaluated every ``cfg.eval_every`` epochs and after
-    the last; ties keep the earlier epoch. Without ``dev_df`` the last weights are kept.
+    ``steps`` overrides ``cfg.steps_for(len(originals))``. ``init_head``: set the head to the
+    probe first when ``cfg.head_init == "probe"`` (Ray loops do it before wrapping the model and
+    pass False). ``on_eval(record, model)`` is called after every dev evaluation (on every rank:
+    Ray Train reports are collective). Without ``dev_df`` the last weights are kept.
     """
     if mode not in ("static", "reflective"):
         raise ValueError(f"mode must be 'static' or 'reflective', got {mode!r}")
@@ -281,91 +323,119 @@ def fit_classifier(model: nn.Module, tokenizer, train_df: pd.DataFrame,
         raise ValueError("reflective mode needs a regenerate(model) -> pseudo_df callback")
     if regenerate_every < 1:
         raise ValueError(f"regenerate_every must be >= 1, got {regenerate_every}")
-    if schedule not in ("constant", "linear"):
-        raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
     _check_dev(dev_df)
     if dev_df is not None and len(dev_df) == 0:
         dev_df = None
     if dev_df is None:
-        log.warning("fit_classifier without dev data: no model selection, the last epoch is kept")
-    n_epochs = int(epochs if epochs is not None else cfg.epochs)
-    if n_epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {n_epochs}")
-    lr_ = float(lr if lr is not None else cfg.lr)
-    alpha_ = float(cfg.alpha if alpha is None else alpha)
-    tau_ = float(cfg.tau if tau is None else tau)
-    eval_every = max(1, int(getattr(cfg, "eval_every", 1)))
+        log.warning("fit_classifier without dev data: no model selection, the last step is kept")
     names = list(label_names)
+    originals = train_df[_is_original(train_df)].reset_index(drop=True)
+    if len(originals) < len(train_df):
+        log.info("fit_classifier: %d pseudo rows in train_df are ignored (pass them as pseudo_df)",
+                 len(train_df) - len(originals))
+    if len(originals) == 0:
+        raise ValueError("fit_classifier got no original training rows")
+    total = int(steps if steps is not None else cfg.steps_for(len(originals)))
+    if total < 0:
+        raise ValueError(f"steps must be >= 0, got {total}")
+    per_epoch = max(1, -(-len(originals) // cfg.batch_size))
 
     set_seed(seed)
-    optimizer = _optimizer(model, lr_, cfg.weight_decay)
-    scheduler = None
-    current_pseudo = pseudo_df
-    loader: Optional[DataLoader] = None
-    history: List[Dict[str, Any]] = []
-    best_f1 = -math.inf
-    best_epoch = 0
-    best_metrics: Optional[Dict[str, Any]] = None
-    best_state: Optional[Dict[str, torch.Tensor]] = None
+    if init_head and cfg.head_init == "probe" and hasattr(model, "head"):
+        from dcls_core.classifier import init_head_from_probe
 
-    for epoch in range(1, n_epochs + 1):
-        regenerated = False
-        if mode == "reflective" and (epoch - 1) % regenerate_every == 0 and (
-                epoch > 1 or pseudo_df is None):
-            log.info("epoch %d: regenerating pseudo samples with the current classifier", epoch)
-            current_pseudo = regenerate(model)
-            regenerated = True
-            loader = None
-        if loader is None:
-            frame = combine_frames(train_df, current_pseudo)
-            loader = make_loader(frame, tokenizer, names, max_length, cfg.batch_size, shuffle=True,
-                                 seed=seed + epoch)
-            n_train = len(frame)
-            n_pseudo = int((~_is_original(frame)).sum())
-        if schedule == "linear" and scheduler is None:
-            total = len(loader) * n_epochs
-            scheduler = _linear_schedule(optimizer, int(round(warmup_ratio * total)), total)
-        stats = train_epoch(model, loader, optimizer, alpha_, tau_, scheduler=scheduler,
-                            max_grad_norm=max_grad_norm)
-        record: Dict[str, Any] = {
-            "epoch": epoch, "loss": stats["loss"], "ce": stats["ce"], "contrastive": stats["contrastive"],
-            "n_train": n_train, "n_pseudo": n_pseudo, "regenerated": regenerated,
-            "lr": float(optimizer.param_groups[0]["lr"]),
-        }
-        if dev_df is not None and (epoch % eval_every == 0 or epoch == n_epochs):
-            metrics = evaluate(model, dev_df, tokenizer, names, max_length, eval_batch_size)
+        index = {n: i for i, n in enumerate(names)}
+        init_head_from_probe(model, tokenizer, originals["text"].astype(str).tolist(),
+                             [index[str(y)] for y in originals["label"]], max_length, cfg.probe_C)
+    if stepper is None:
+        stepper = LocalStepper(model, cfg.lr, cfg.weight_decay, max_grad_norm, schedule,
+                               int(round(warmup_ratio * total)), total)
+    device = stepper.device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    collate = _collate(pad_id)
+    orig_examples = encode(originals, tokenizer, names, max_length)
+    orig_ids = originals["id"].astype(str).tolist() if "id" in originals.columns else \
+        [str(i) for i in range(len(originals))]
+
+    def pool_of(frame: Optional[pd.DataFrame], version: int) -> Optional[_PseudoPool]:
+        if frame is None or len(frame) == 0:
+            return None
+        frame = frame.assign(is_pseudo=True)
+        return _PseudoPool(encode(frame, tokenizer, names, max_length), _pseudo_sources(frame),
+                           cfg.pseudo_per_step, seed + 7919 * (version + 1))
+
+    current_pseudo = pseudo_df
+    pool = pool_of(current_pseudo, 0)
+    plan = batch_plan(len(originals), cfg.batch_size, total, seed)
+    history: List[Dict[str, Any]] = []
+    best = {"f1": -math.inf, "step": 0, "metrics": None, "state": None}
+    sums = {"loss": 0.0, "ce": 0.0, "contrastive": 0.0, "rows": 0.0, "n": 0}
+    regenerations = 0
+
+    def evaluate_now(step: int) -> None:
+        record: Dict[str, Any] = {"step": step, "epoch": round(step / per_epoch, 3),
+                                  "n_pseudo": len(pool) if pool is not None else 0, "lr": stepper.lr()}
+        if sums["n"]:
+            record.update({k: sums[k] / sums["n"] for k in ("loss", "ce", "contrastive")})
+            record["rows_per_step"] = sums["rows"] / sums["n"]
+            for k in sums:
+                sums[k] = 0.0 if k != "n" else 0
+        if dev_df is not None:
+            metrics = evaluate(stepper.model, dev_df, tokenizer, names, max_length, eval_batch_size)
             record["dev_accuracy"] = metrics["accuracy"]
             record["dev_macro_f1"] = metrics["macro_f1"]
-            if metrics["macro_f1"] > best_f1:
-                best_f1 = metrics["macro_f1"]
-                best_epoch = epoch
-                best_metrics = metrics
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        log.info("epoch %d/%d loss=%.4f ce=%.4f lc=%.4f%s", epoch, n_epochs, stats["loss"], stats["ce"],
-                 stats["contrastive"],
+            if metrics["macro_f1"] > best["f1"]:
+                best.update(f1=metrics["macro_f1"], step=step, metrics=metrics, state=stepper.snapshot())
+        log.info("step %d/%d%s%s", step, total,
+                 f" loss={record['loss']:.4f}" if "loss" in record else "",
                  f" dev_macro_f1={record['dev_macro_f1']:.4f}" if "dev_macro_f1" in record else "")
         history.append(record)
-        if on_epoch is not None:
-            on_epoch(copy.deepcopy(record), model)
+        if on_eval is not None:
+            on_eval(copy.deepcopy(record), stepper.unwrapped)
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        log.info("restored best-dev weights of epoch %d (macro-F1 %.4f)", best_epoch, best_f1)
+    evaluate_now(0)
+    for step in range(1, total + 1):
+        if mode == "reflective" and (step - 1) % (regenerate_every * per_epoch) == 0 and (
+                step > 1 or pseudo_df is None):
+            log.info("step %d: regenerating pseudo samples with the classifier being trained", step)
+            current_pseudo = regenerate(stepper.unwrapped)
+            regenerations += 1
+            pool = pool_of(current_pseudo, regenerations)
+        rows = plan[step - 1][rank::world] if world > 1 else plan[step - 1]
+        examples = []
+        for r in rows:
+            examples.append(orig_examples[r])
+            if pool is not None:
+                examples.extend(pool.take(orig_ids[r]))
+        batch = {k: v.to(device) for k, v in collate(examples).items()}
+        stepper.model.train()
+        out = stepper.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        loss, parts = noise_resistant_loss(out.logits, out.pooled, batch["labels"], batch["is_original"],
+                                           alpha=cfg.alpha, tau=cfg.tau)
+        stepper.backward(loss)
+        stepper.step()
+        for key in ("loss", "ce", "contrastive"):
+            sums[key] += parts[key]
+        sums["rows"] += len(examples)
+        sums["n"] += 1
+        if step % cfg.eval_every == 0 or step == total:
+            evaluate_now(step)
+
+    if best["state"] is not None:
+        stepper.restore(best["state"])
+        log.info("restored best-dev weights of step %d (macro-F1 %.4f)", best["step"], best["f1"])
     else:
-        best_epoch = n_epochs if dev_df is None else 0
-    model.eval()
-    return FitResult(model=model, history=history, best_epoch=best_epoch,
-                     best_dev_metrics=best_metrics, pseudo_df=current_pseudo)
+        best["step"] = total
+    stepper.unwrapped.eval()
+    return FitResult(model=stepper.unwrapped, history=history, best_step=int(best["step"]),
+                     best_dev_metrics=best["metrics"], steps=total, pseudo_df=current_pseudo,
+                     best_state=best["state"])
 
 
 def train_proxy(model: nn.Module, tokenizer, train_df: pd.DataFrame, dev_df: Optional[pd.DataFrame],
                 label_names: Sequence[str], cfg: ClassifierConfig, max_length: int, seed: int,
-                on_epoch: Optional[OnEpoch] = None) -> FitResult:
-    """The proxy classifier: plain cross-entropy (alpha = 0) on originals only,
-    ``cfg.proxy_epochs`` epochs at ``cfg.proxy_lr``."""
-    originals = train_df[_is_original(train_df)]
-    if len(originals) < len(train_df):
-        log.info("train_proxy: ignoring %d pseudo rows", len(train_df) - len(originals))
-    return fit_classifier(model, tokenizer, originals, dev_df, label_names, cfg, max_length, seed,
-                          pseudo_df=None, mode="static", epochs=cfg.proxy_epochs, lr=cfg.proxy_lr,
-                          alpha=0.0, on_epoch=on_epoch)
+                on_eval: Optional[OnEval] = None) -> FitResult:
+    """The proxy: cross-entropy only (alpha = 0) on originals, with ``cfg.proxy()``'s recipe
+    (the raw arm's, unless a preset gives the proxy its own epochs / lr)."""
+    return fit_classifier(model, tokenizer, train_df[_is_original(train_df)], dev_df, label_names,
+                          cfg.proxy(), max_length, seed, on_eval=on_eval)

@@ -96,7 +96,9 @@ class Engine:
         self.distributed = int(ray_cfg.get("num_workers") or 0) > 0
         self.grad_clip = grad_clip
         self.deepspeed = self.strategy == "deepspeed" and self.distributed
-        params = [p for p in model.parameters() if p.requires_grad]
+        from dcls_core.training import optimizer_groups
+
+        params = optimizer_groups(model, weight_decay)  # the same groups as dcls_core's LocalStepper
         if self.deepspeed:
             import deepspeed
             import torch.distributed as dist
@@ -115,7 +117,7 @@ class Engine:
             }
             if stage == 3:
                 ds_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
-            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            optimizer = torch.optim.AdamW(params, lr=lr)
             self.engine, self.optimizer, _, _ = deepspeed.initialize(
                 model=model, optimizer=optimizer, config=ds_config)
             self.model = self.engine
@@ -131,7 +133,7 @@ class Engine:
                     model.to("cuda")
                 self.model = model
             self._unwrapped = model
-            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            self.optimizer = torch.optim.AdamW(params, lr=lr)
 
     @property
     def unwrapped(self):
@@ -163,6 +165,20 @@ class Engine:
             torch.nn.utils.clip_grad_norm_(self._unwrapped.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def snapshot(self) -> Dict[str, Any]:
+        """A CPU copy of the full weights (collective under ZeRO-3)."""
+        full = self.state_dict_for_save()
+        state = full if full is not None else self._unwrapped.state_dict()
+        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+    def restore(self, state: Dict[str, Any]) -> None:
+        if self.deepspeed and self.zero_stage == 3:  # partitioned weights: the saved state is used instead
+            return
+        self._unwrapped.load_state_dict(state)
 
     def state_dict_for_save(self) -> Optional[Dict[str, Any]]:
         """Full weights (collective under ZeRO-3: every rank must call it); None = use the module's."""

@@ -8,7 +8,7 @@ are folder paths on the storage that every worker reads.
 """
 from __future__ import annotations
 
-import copy
+import json
 import logging
 from typing import Any, Dict, List, Optional
 
@@ -51,88 +51,71 @@ def _worker_start(config: Dict[str, Any]):
 
 # --------------------------------------------------------------------------- classifier
 def classifier_loop(config: Dict[str, Any]) -> None:
-    """Proxy (alpha=0, originals only) or final classifier (L_e + alpha L_c, static/reflective)."""
+    """Proxy or one classifier arm: ``dcls_core.training.fit_classifier`` with the Ray ``Engine``
+    as its stepper (the same loop ``dcls augment`` and the benchmarks run in one process)."""
     from dcls_core import diffusion_augmenter as da
-    from dcls_core.config import ModelConfig
-    from dcls_core.losses import first_token_representation, noise_resistant_loss
+    from dcls_core.classifier import init_head_from_probe
+    from dcls_core.config import ClassifierConfig, ModelConfig
+    from dcls_core.importance import normalise_importance
     from dcls_core.models import load_classifier, load_tokenizer
-    from dcls_core.training import combine_frames, evaluate, make_loader
+    from dcls_core.training import fit_classifier
 
     ray_cfg, rank, world, seed, names = _worker_start(config)
     model_cfg = ModelConfig(**config["model"])
+    ccfg = ClassifierConfig(**config["classifier"])
     tokenizer = load_tokenizer(model_cfg)
     model = load_classifier(model_cfg, len(names), seed)
     train_df = _frame(config["train"])
     dev_df = _frame(config.get("dev"))
     pseudo_df = _frame(config.get("pseudo"))
     max_length = int(config["max_length"])
-    engine = rt.Engine(model, ray_cfg, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]),
-                       batch_size=int(config["batch_size"]))
+    if ccfg.head_init == "probe":  # before wrapping: every rank computes the same probe
+        index = {n: i for i, n in enumerate(names)}
+        init_head_from_probe(model, tokenizer, train_df["text"].astype(str).tolist(),
+                             [index[str(y)] for y in train_df["label"]], max_length, ccfg.probe_C)
+    engine = rt.Engine(model, ray_cfg, lr=ccfg.lr, weight_decay=ccfg.weight_decay, batch_size=ccfg.batch_size)
 
-    reflective = config.get("mode") == "reflective"
-    gen_state = None
-    sources = None
-    if reflective:
+    regenerate = None
+    if config.get("mode") == "reflective":
         gen_state = da.load_generator_checkpoint(config["generator_checkpoint"], names)
         sources = _frame(config["sources"])
+        rounds = {"n": 0}
 
-    best_f1, best_epoch, best_state = -1.0, 0, None
-    epochs = int(config["epochs"])
-    for epoch in range(1, epochs + 1):
-        regenerated = False
-        if reflective and len(sources) and (epoch - 1) % int(config["regenerate_every"]) == 0:
-            # Reflective: importance from the classifier being trained, this rank's share of sources.
+        def regenerate(current):
+            # importance from the classifier being trained, this rank's share of the sources
+            rounds["n"] += 1
             mine = pd.DataFrame.from_records(rt.shard(sources.to_dict("records"), rank, world)) if world > 1 \
                 else sources
             mine = mine.drop_duplicates("id")
-            mine = mine.assign(importance=da.score_frame(engine.unwrapped, tokenizer, mine, max_length))
-            fresh = da.generate_for_plan(gen_state, mine, config["generator"], max_length,
-                                         seed + 1000 * epoch)
-            pseudo_df = _gather_frames(fresh, world).drop_duplicates("id").sort_values("id").reset_index(drop=True)
-            regenerated = True
-        frame = combine_frames(train_df, pseudo_df)
-        order = frame.sample(frac=1.0, random_state=seed + epoch).to_dict("records")
-        mine = pd.DataFrame.from_records(rt.shard(order, rank, world))
-        loader = make_loader(mine, tokenizer, names, max_length, int(config["batch_size"]), shuffle=False)
-        engine.train()
-        total, seen = {"loss": 0.0, "ce": 0.0, "contrastive": 0.0}, 0
-        for batch in loader:
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            out = engine.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                               output_hidden_states=True, return_dict=True)
-            loss, parts = noise_resistant_loss(out.logits, first_token_representation(out), batch["labels"],
-                                               batch["is_original"], alpha=float(config["alpha"]),
-                                               tau=float(config["tau"]))
-            engine.backward(loss)
-            engine.step()
-            n = int(batch["labels"].shape[0])
-            for key in total:
-                total[key] += parts[key] * n
-            seen += n
-        metrics = {k: v / max(seen, 1) for k, v in total.items()}
-        metrics.update({"epoch": epoch, "n_train": len(frame), "regenerated": regenerated,
-                        "n_pseudo": 0 if pseudo_df is None else len(pseudo_df)})
-        if dev_df is not None and len(dev_df):
-            dev = evaluate(engine.model, dev_df, tokenizer, names, max_length)
-            metrics.update({"dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"]})
-            if dev["macro_f1"] > best_f1:  # every rank sees the same weights and dev set
-                best_f1, best_epoch = dev["macro_f1"], epoch
-                full = engine.state_dict_for_save()
-                best_state = copy.deepcopy(full if full is not None else engine.unwrapped.state_dict())
+            raw = da.score_frame(current, tokenizer, mine, max_length)
+            mine = mine.assign(importance=[normalise_importance(v, config["generator"]["importance_norm"])
+                                           for v in raw])
+            fresh = da.generate_for_plan(gen_state, mine, config["generator"], max_length, seed + 1000 * rounds["n"])
+            return _gather_frames(fresh, world).drop_duplicates("id").sort_values("id").reset_index(drop=True)
+
+    def on_eval(record, _model):
         if rank == 0:
-            log.info("%s epoch %d/%d %s", config.get("name", "classifier"), epoch, epochs,
-                     {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
-        if epoch < epochs:
-            rt.report(metrics)
-    final_state = best_state
+            log.info("%s %s", config.get("name", "classifier"),
+                     {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+        rt.report(record)
+
+    result = fit_classifier(model, tokenizer, train_df, dev_df, names, ccfg, max_length, seed,
+                            pseudo_df=pseudo_df, mode=config.get("mode", "static"), regenerate=regenerate,
+                            regenerate_every=int(config.get("regenerate_every", 1)), on_eval=on_eval,
+                            stepper=engine, rank=rank, world=world, init_head=False)
+    final_state = result.best_state
     if final_state is None:
         full = engine.state_dict_for_save()
         final_state = full if full is not None else engine.unwrapped.state_dict()
-    metrics["best_epoch"] = best_epoch or epochs
-    last_pseudo = pseudo_df
+    metrics = {"best_step": result.best_step, "steps": result.steps,
+               "best_dev_macro_f1": (result.best_dev_metrics or {}).get("macro_f1"),
+               "best_dev_accuracy": (result.best_dev_metrics or {}).get("accuracy")}
+    last_pseudo = result.pseudo_df
 
     def save(folder):
-        da.save_checkpoint(engine.unwrapped, tokenizer, folder, state_dict=final_state)
+        engine.unwrapped.save_pretrained(folder, state_dict=final_state, label_names=names)
+        tokenizer.save_pretrained(str(folder))
+        (folder / "history.json").write_text(json.dumps(result.history, indent=1, default=str))
         if last_pseudo is not None:
             last_pseudo.to_parquet(folder / "pseudo.parquet", index=False)
 
@@ -192,6 +175,8 @@ def generator_loop(config: Dict[str, Any]) -> None:
     engine = rt.Engine(MaskedLMLogits(model), ray_cfg, lr=float(gen_cfg["lr"]), weight_decay=0.01,
                        batch_size=int(gen_cfg["batch_size"]))
     epochs = int(config["epochs"])
+    if config.get("min_steps"):  # the step floor counts global steps: each rank steps once per batch
+        epochs = max(epochs, -(-int(config["min_steps"]) // max(1, len(loader))))
     max_steps = config.get("max_steps")
     steps = 0
     for epoch in range(1, epochs + 1):

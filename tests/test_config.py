@@ -43,7 +43,10 @@ def test_defaults_and_overrides():
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("generator.lam=-0.1", "generator.lam=-0.1 is invalid: must be >= 0"),
+    ("generator.lam=-1.5", "generator.lam=-1.5 is invalid: must be in [-1, 1]"),
+    ("generator.importance_norm=softmax", "generator.importance_norm='softmax' is invalid"),
+    ("classifier.head_init=zeros", "classifier.head_init='zeros' is invalid"),
+    ("model.pooling=max", "model.pooling='max' is invalid"),
     ("generator.T=0", "generator.T=0 is invalid: must be >= 1"),
     ("generator.group_index=0", "generator.group_index=0 is invalid: must be in 1..T/group_size = 1..8"),
     ("generator.group_index=9", "generator.group_index=9 is invalid: must be in 1..T/group_size = 1..8"),

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from dcls_core.config import ClassifierConfig
 from dcls_core.losses import contrastive_loss, noise_resistant_loss
 from dcls_core import training
-from dcls_core.training import (FitResult, evaluate, fit_classifier, make_loader, predict, set_seed,
-                                train_epoch, train_proxy)
+from dcls_core.training import (FitResult, batch_plan, evaluate, fit_classifier, make_loader, predict,
+                                train_proxy)
 
 LABELS = ["negative", "positive"]
 
@@ -173,7 +173,8 @@ def fresh_model(tiny_model_cfg, seed: int = 0):
 
 
 def cfg(**kw) -> ClassifierConfig:
-    base = dict(epochs=2, lr=2e-3, batch_size=8, alpha=1.0, tau=0.1, proxy_epochs=2, proxy_lr=2e-3)
+    base = dict(epochs=2, min_steps=0, lr=2e-3, batch_size=8, alpha=1.0, tau=0.1, eval_every=1,
+                head_init="random")
     base.update(kw)
     return ClassifierConfig(**base)
 
@@ -199,37 +200,89 @@ def test_make_loader_batches(tokenizer, toy):
         make_loader(train.assign(label="neutral"), tokenizer, LABELS, 16, 4, shuffle=False)
 
 
-def test_train_epoch_really_optimises_the_contrastive_term(tiny_model_cfg, tokenizer, toy):
+def test_alpha_really_changes_the_update(tiny_model_cfg, tokenizer, toy):
     """The authors' code computed L_c and dropped it: alpha must change the update."""
     train, _ = toy
     params = []
     for alpha in (0.0, 1.0):
-        model = fresh_model(tiny_model_cfg)
-        set_seed(0)
-        loader = make_loader(train.head(8), tokenizer, LABELS, 16, 8, shuffle=True, seed=0)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        stats = train_epoch(model, loader, opt, alpha=alpha, tau=0.1)
-        assert stats["contrastive"] > 0 and math.isfinite(stats["loss"])
-        params.append(model.bert.encoder.layer[0].attention.self.query.weight.detach().clone())
+        res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, train.head(8), None, LABELS,
+                             cfg(alpha=alpha), max_length=16, seed=0, steps=2)
+        assert res.history[-1]["contrastive"] > 0 and math.isfinite(res.history[-1]["loss"])
+        params.append(res.model.encoder.encoder.layer[0].attention.self.query.weight.detach().clone())
     assert not torch.equal(params[0], params[1])
 
 
 def test_fit_learns_toy_corpus_and_restores_best_dev(tiny_model_cfg, tokenizer, toy):
     train, dev = toy
     model = fresh_model(tiny_model_cfg)
-    res = fit_classifier(model, tokenizer, train, dev, LABELS, cfg(epochs=5, lr=5e-3), max_length=16,
-                         seed=0, pseudo_df=toy_pseudo(train))
-    assert isinstance(res, FitResult) and len(res.history) == 5
-    assert res.history[0]["n_pseudo"] == 40 and res.history[0]["n_train"] == 80
+    res = fit_classifier(model, tokenizer, train, dev, LABELS, cfg(epochs=5, lr=5e-3, eval_every=5),
+                         max_length=16, seed=0, pseudo_df=toy_pseudo(train))
+    assert isinstance(res, FitResult) and res.steps == 25  # 5 epochs x ceil(40 / 8)
+    assert [r["step"] for r in res.history] == [0, 5, 10, 15, 20, 25]
+    assert res.history[1]["n_pseudo"] == 40 and res.history[1]["rows_per_step"] == 16  # 8 originals + 8 pseudo
     assert res.best_dev_metrics["accuracy"] >= 0.9
     f1s = [r["dev_macro_f1"] for r in res.history]
-    assert res.best_epoch == 1 + int(np.argmax(f1s))  # first best epoch
+    assert res.best_step == res.history[int(np.argmax(f1s))]["step"]  # first best evaluation
     again = evaluate(res.model, dev, tokenizer, LABELS, 16)
     assert again["macro_f1"] == pytest.approx(res.best_dev_metrics["macro_f1"])
-    assert again["accuracy"] >= 0.9
     pred, probs = predict(res.model, dev, tokenizer, LABELS, 16, batch_size=7)
     assert pred.shape == (20,) and probs.shape == (20, 2)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_proxy_learns_a_toy_task(tiny_model_cfg, tokenizer, toy):
+    train, dev = toy
+    start = evaluate(fresh_model(tiny_model_cfg), dev, tokenizer, LABELS, 16)["accuracy"]
+    res = train_proxy(fresh_model(tiny_model_cfg), tokenizer, train, dev, LABELS,
+                      cfg(epochs=4, lr=5e-3, eval_every=5), max_length=16, seed=0)
+    assert res.best_dev_metrics["accuracy"] >= 0.9 > start
+
+
+def test_arms_take_equal_steps_over_the_same_originals_with_equal_k(tiny_model_cfg, tokenizer, toy, monkeypatch):
+    """With or without pseudo samples: same step count, same originals per step (so L_c's K is
+    equal), and each pseudo sample sits in the batch of its own source."""
+    train, _ = toy
+    real = training.noise_resistant_loss
+    seen = []
+
+    def spy(logits, h, labels, is_original, alpha, tau):
+        seen[-1].append((int(is_original.sum()), int((~is_original).sum()), labels[is_original].tolist()))
+        return real(logits, h, labels, is_original, alpha, tau)
+
+    monkeypatch.setattr(training, "noise_resistant_loss", spy)
+    small = train.head(12)
+    pseudo = pd.concat([toy_pseudo(small, "a"), toy_pseudo(small, "b")], ignore_index=True)
+    results = []
+    for pseudo_df in (None, pseudo):
+        seen.append([])
+        results.append(fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, None, LABELS,
+                                      cfg(epochs=3, batch_size=5, pseudo_per_step=1), 16, 0, pseudo_df=pseudo_df))
+    plain, augmented = seen
+    assert len(plain) == len(augmented) == results[0].steps == results[1].steps == 9  # 3 x ceil(12 / 5)
+    assert [p[0] for p in plain] == [a[0] for a in augmented] == [5] * 9  # K originals per step
+    assert [p[2] for p in plain] == [a[2] for a in augmented]  # the same originals, in the same order
+    assert all(p[1] == 0 for p in plain) and all(a[1] == 5 for a in augmented)  # one pseudo per original
+
+
+def test_pseudo_samples_ride_with_their_source():
+    from dcls_core.training import _PseudoPool
+
+    pool = _PseudoPool([{"i": 1}, {"i": 2}, {"i": 3}], ["a", "a", "b"], per_step=1, seed=0)
+    firsts = [pool.take("a")[0]["i"] for _ in range(4)]
+    assert sorted(firsts[:2]) == [1, 2] and firsts[2:] == firsts[:2]  # rotates through its own samples
+    assert [x["i"] for x in pool.take("b")] == [3] and pool.take("zzz") == []
+    everything = _PseudoPool([{"i": 1}, {"i": 2}], ["a", "a"], per_step=0, seed=0)
+    assert sorted(x["i"] for x in everything.take("a")) == [1, 2]
+
+
+def test_step_budget_has_a_floor_and_batches_cover_every_original():
+    c = ClassifierConfig(epochs=2, min_steps=7, batch_size=8)
+    assert c.steps_for(8) == 7 and c.steps_for(40) == 10 and c.steps_for(3) == 7
+    plan = batch_plan(10, 4, 5, seed=3)
+    assert all(len(b) == 4 for b in plan)
+    flat = [i for b in plan for i in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+    assert plan == batch_plan(10, 4, 5, seed=3) and plan != batch_plan(10, 4, 5, seed=4)
 
 
 def test_fit_is_deterministic_for_a_seed(tiny_model_cfg, tokenizer, toy):
@@ -241,7 +294,7 @@ def test_fit_is_deterministic_for_a_seed(tiny_model_cfg, tokenizer, toy):
                              max_length=16, seed=7, pseudo_df=toy_pseudo(small), schedule="linear",
                              warmup_ratio=0.2)
         pred, probs = predict(res.model, dev, tokenizer, LABELS, 16)
-        out.append((pred, probs, [r["loss"] for r in res.history]))
+        out.append((pred, probs, [r.get("loss") for r in res.history]))
     assert np.array_equal(out[0][0], out[1][0])
     assert np.array_equal(out[0][1], out[1][1])
     assert out[0][2] == out[1][2]
@@ -268,7 +321,7 @@ def test_model_selection_reads_dev_only(tiny_model_cfg, tokenizer, toy, monkeypa
 
 def test_reflective_regenerates_every_r_epochs_static_never(tiny_model_cfg, tokenizer, toy):
     train, dev = toy
-    small = train.head(8)
+    small = train.head(8)  # one batch of 8: one step per epoch
     calls = []
 
     def regenerate(model):
@@ -278,9 +331,8 @@ def test_reflective_regenerates_every_r_epochs_static_never(tiny_model_cfg, toke
 
     res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev.head(6), LABELS, cfg(epochs=5),
                          max_length=16, seed=0, mode="reflective", regenerate=regenerate, regenerate_every=2)
-    assert len(calls) == 3  # before epochs 1, 3, 5
-    assert [r["regenerated"] for r in res.history] == [True, False, True, False, True]
-    assert [r["n_pseudo"] for r in res.history] == [3, 3, 4, 4, 5]
+    assert len(calls) == 3  # before steps (epochs) 1, 3, 5
+    assert [r["n_pseudo"] for r in res.history] == [0, 3, 3, 4, 4, 5]
     assert len(res.pseudo_df) == 5
 
     calls.clear()
@@ -293,32 +345,32 @@ def test_reflective_regenerates_every_r_epochs_static_never(tiny_model_cfg, toke
     res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev.head(6), LABELS, cfg(epochs=3),
                          max_length=16, seed=0, pseudo_df=toy_pseudo(small), mode="static",
                          regenerate=regenerate)
-    assert calls == [] and [r["n_pseudo"] for r in res.history] == [8, 8, 8]
+    assert calls == [] and [r["n_pseudo"] for r in res.history] == [8, 8, 8, 8]
     with pytest.raises(ValueError, match="regenerate"):
         fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev, LABELS, cfg(), 16, 0,
                        mode="reflective")
 
 
-def test_train_proxy_plain_ce_on_originals(tiny_model_cfg, tokenizer, toy, monkeypatch):
+def test_train_proxy_plain_ce_on_originals_with_its_own_recipe(tiny_model_cfg, tokenizer, toy, monkeypatch):
     train, dev = toy
     alphas = []
-    real = training.train_epoch
+    real = training.noise_resistant_loss
 
-    def spy(model, loader, optimizer, alpha, tau, **k):
-        alphas.append((alpha, optimizer.param_groups[0]["lr"]))
-        return real(model, loader, optimizer, alpha, tau, **k)
+    def spy(logits, h, labels, is_original, alpha, tau):
+        alphas.append((alpha, bool(is_original.all())))
+        return real(logits, h, labels, is_original, alpha, tau)
 
-    monkeypatch.setattr(training, "train_epoch", spy)
+    monkeypatch.setattr(training, "noise_resistant_loss", spy)
     mixed = training.combine_frames(train.head(8), toy_pseudo(train.head(4)))
     res = train_proxy(fresh_model(tiny_model_cfg), tokenizer, mixed, dev.head(6), LABELS,
                       cfg(epochs=5, proxy_epochs=3, proxy_lr=1e-3), max_length=16, seed=0)
-    assert len(res.history) == 3 and alphas == [(0.0, 1e-3)] * 3
-    assert all(r["n_pseudo"] == 0 and r["n_train"] == 8 for r in res.history)
+    assert res.steps == 3 and alphas == [(0.0, True)] * 3
+    assert res.history[-1]["lr"] == 1e-3 and all(r["n_pseudo"] == 0 for r in res.history)
 
 
-def test_best_dev_epoch_weights_are_restored(tiny_model_cfg, tokenizer, toy, monkeypatch):
+def test_best_dev_step_weights_are_restored(tiny_model_cfg, tokenizer, toy, monkeypatch):
     train, dev = toy
-    scripted = iter([0.2, 0.9, 0.5, 0.9])  # best at epoch 2; the tie at epoch 4 keeps epoch 2
+    scripted = iter([0.1, 0.2, 0.9, 0.5, 0.9])  # steps 0..4: best at step 2; the tie at 4 keeps 2
 
     def fake_evaluate(model, frame, *a, **k):
         f1 = next(scripted)
@@ -327,14 +379,14 @@ def test_best_dev_epoch_weights_are_restored(tiny_model_cfg, tokenizer, toy, mon
     monkeypatch.setattr(training, "evaluate", fake_evaluate)
     snapshots, records = [], []
 
-    def on_epoch(record, model):
+    def on_eval(record, model):
         records.append(record)
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
 
     res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, train.head(8), dev, LABELS, cfg(epochs=4),
-                         max_length=16, seed=0, on_epoch=on_epoch)
-    assert res.best_epoch == 2 and res.best_dev_metrics["macro_f1"] == 0.9
-    assert [r["epoch"] for r in records] == [1, 2, 3, 4] and records == res.history
+                         max_length=16, seed=0, on_eval=on_eval)
+    assert res.best_step == 2 and res.best_dev_metrics["macro_f1"] == 0.9
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4] and records == res.history
     final = res.model.state_dict()
-    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
-    assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)
+    assert all(torch.equal(final[k], snapshots[2][k]) for k in final)
+    assert not all(torch.equal(final[k], snapshots[4][k]) for k in final)

@@ -8,7 +8,7 @@ def test_deepspeed_zero2_fit_reports_a_loadable_checkpoint(tmp_path):
     import ray
 
     from dcls_core import diffusion_augmenter as da
-    from dcls_core.config import ModelConfig, RayConfig
+    from dcls_core.config import ClassifierConfig, ModelConfig, RayConfig
     from jobs.ray_runtime import init_ray
     from jobs.ray_train import run_training
     from jobs.train_loops import classifier_loop
@@ -20,13 +20,15 @@ def test_deepspeed_zero2_fit_reports_a_loadable_checkpoint(tmp_path):
     init_ray(ray_cfg)
     try:
         loop = {"model": dataclasses.asdict(ModelConfig(name="tiny")), "label_names": ["negative", "positive"],
-                "seed": 1, "train": rows, "dev": rows[:4], "max_length": 16, "batch_size": 4,
-                "weight_decay": 0.01, "tau": 0.1, "epochs": 1, "lr": 1e-3, "alpha": 1.0, "mode": "static",
-                "name": "ds"}
+                "seed": 1, "train": rows, "dev": rows[:4], "max_length": 16, "mode": "static", "name": "ds",
+                "classifier": dataclasses.asdict(ClassifierConfig(epochs=1, min_steps=3, batch_size=4, lr=1e-3,
+                                                                  eval_every=2))}
         ckpt = run_training(classifier_loop, loop, ray_cfg, tmp_path / "train", "ds")
     finally:
         ray.shutdown()
     model, tok = da.load_classifier_checkpoint(ckpt)
-    assert model.config.num_labels == 2
+    assert model.num_labels == 2 and model.pooling == "cls"
     out = model(**tok(["a great film"], return_tensors="pt"))
     assert out.logits.shape == (1, 2)
+    history = __import__("json").loads((ckpt / "history.json").read_text())
+    assert [h["step"] for h in history] == [0, 2, 3]  # the shared step loop: step 0, every 2, the last
