@@ -2,7 +2,7 @@
 
 An augmenter has a ``name`` and ``augment(train_df, label_names, seed) -> pseudo_df``,
 where ``pseudo_df`` follows the pseudo schema (``PSEUDO_COLUMNS``): ``id, text, label,
-split, is_pseudo, source_id, step, mask_ratio, changed_ratio`` (label = the inherited
+split, is_pseudo, source_id, step, mask_ratio, changed_ratio, changed_spans`` (label = the inherited
 class name). Implementations register under a name so ``augment.method=<name>`` selects
 them::
 
@@ -27,7 +27,7 @@ __all__ = ["PSEUDO_COLUMNS", "Augmenter", "NoAugmenter", "empty_pseudo_frame", "
            "get_augmenter", "available_augmenters"]
 
 PSEUDO_COLUMNS: List[str] = ["id", "text", "label", "split", "is_pseudo", "source_id", "step",
-                             "mask_ratio", "changed_ratio"]
+                             "mask_ratio", "changed_ratio", "changed_spans"]
 
 
 @runtime_checkable
@@ -47,6 +47,7 @@ def empty_pseudo_frame() -> pd.DataFrame:
         "is_pseudo": pd.Series([], dtype=bool), "source_id": pd.Series([], dtype=object),
         "step": pd.Series([], dtype="int64"), "mask_ratio": pd.Series([], dtype="float64"),
         "changed_ratio": pd.Series([], dtype="float64"),
+        "changed_spans": pd.Series([], dtype="object"),
     })
 
 

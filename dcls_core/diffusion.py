@@ -200,7 +200,6 @@ def train_generator(model: nn.Module, tokenizer, frame: pd.DataFrame, importance
     """
     if len(frame) == 0:
         raise ValueError("cannot train the generator on an empty frame")
-    epochs = cfg.epochs if epochs is None else epochs
     device = _device(model)
     dataset = GeneratorDataset(frame, importance)
     collator = GeneratorCollator(tokenizer, label_token_ids, max_length)
@@ -208,6 +207,7 @@ def train_generator(model: nn.Module, tokenizer, frame: pd.DataFrame, importance
     mask_gen = torch.Generator().manual_seed(seed + 7919)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=shuffle_gen,
                         collate_fn=collator)
+    epochs = cfg.epochs_for(len(loader)) if epochs is None else epochs
     optimizer = make_optimizer(model, cfg.lr, weight_decay)
     start = time.monotonic()
     epoch_losses: List[float] = []

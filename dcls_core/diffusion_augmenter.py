@@ -39,11 +39,12 @@ def save_checkpoint(model: nn.Module, tokenizer, folder: PathLike,
 
 
 def load_classifier_checkpoint(path: PathLike):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """(PooledClassifier, tokenizer) from a folder written by ``PooledClassifier.save_pretrained``."""
+    from transformers import AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), attn_implementation="eager")
-    model.eval()
-    return model, AutoTokenizer.from_pretrained(str(path))
+    from dcls_core.classifier import PooledClassifier
+
+    return PooledClassifier.from_pretrained(path), AutoTokenizer.from_pretrained(str(path))
 
 
 def load_generator_checkpoint(path: PathLike, label_names: Sequence[str]) -> Dict[str, Any]:
@@ -132,7 +133,7 @@ def generate_for_plan(state: Mapping[str, Any], sources: pd.DataFrame, generator
 
 # --------------------------------------------------------------------------- augmented frame
 AUGMENTED_COLUMNS = ["id", "text", "label", "split", "is_pseudo", "source_id", "step", "mask_ratio",
-                     "changed_ratio"]
+                     "changed_ratio", "changed_spans"]
 
 
 def augmented_frame(train_df: pd.DataFrame, pseudo_df: Optional[pd.DataFrame]) -> pd.DataFrame:
@@ -143,6 +144,7 @@ def augmented_frame(train_df: pd.DataFrame, pseudo_df: Optional[pd.DataFrame]) -
     base["step"] = 0
     base["mask_ratio"] = 0.0
     base["changed_ratio"] = 0.0
+    base["changed_spans"] = [[] for _ in range(len(base))]
     parts = [base]
     if pseudo_df is not None and len(pseudo_df):
         parts.append(pseudo_df)
@@ -179,7 +181,7 @@ class DiffusionAugmenter:
     def __init__(self, model_cfg: Optional[ModelConfig] = None, generator_cfg: Optional[GeneratorConfig] = None,
                  augment_cfg: Optional[AugmentConfig] = None, classifier_cfg: Optional[ClassifierConfig] = None,
                  max_length: int = 128, cache_dir: PathLike = "runs/cache", data_root: Optional[PathLike] = None,
-                 dev_df: Optional[pd.DataFrame] = None, **_: Any):
+                 dev_df: Optional[pd.DataFrame] = None, exclude_texts: Sequence[str] = (), **_: Any):
         self.model_cfg = model_cfg or ModelConfig()
         self.generator_cfg = generator_cfg or GeneratorConfig()
         self.augment_cfg = augment_cfg or AugmentConfig()
@@ -188,20 +190,32 @@ class DiffusionAugmenter:
         self.cache_dir = Path(cache_dir)
         self.data_root = data_root
         self.dev_df = dev_df
+        self.exclude_texts = list(exclude_texts)  # test texts: never in the warm-up corpus
         self.stats: Dict[str, Any] = {}
 
-    def augment(self, train_df: pd.DataFrame, label_names: List[str], seed: int) -> pd.DataFrame:
+    def augment(self, train_df: pd.DataFrame, label_names: List[str], seed: int,
+                proxy: Optional[nn.Module] = None) -> pd.DataFrame:
+        """Pseudo rows for ``train_df``; ``proxy``: an already trained proxy (e.g. the raw arm)."""
         from dcls_core.diffusion import train_generator
+        from dcls_core.importance import normalise_importance
         from dcls_core.models import load_classifier, load_tokenizer
         from dcls_core.prompting import add_label_tokens
         from dcls_core.training import train_proxy
         from dcls_core.warmup import corpus_texts, load_or_warmup
 
         tok = load_tokenizer(self.model_cfg)
-        proxy = load_classifier(self.model_cfg, len(label_names), seed)
-        train_proxy(proxy, tok, train_df, self.dev_df, label_names, self.classifier_cfg, self.max_length, seed)
-        importance = score_frame(proxy, tok, train_df, self.max_length)
-        texts = corpus_texts(self.generator_cfg.warmup, train_df["text"].tolist(), self.data_root)
+        if proxy is None:
+            proxy = load_classifier(self.model_cfg, len(label_names), seed)
+            train_proxy(proxy, tok, train_df, self.dev_df, label_names, self.classifier_cfg, self.max_length, seed)
+        importance = [normalise_importance(v, self.generator_cfg.importance_norm)
+                      for v in score_frame(proxy, tok, train_df, self.max_length)]
+        warm_cfg = self.generator_cfg.warmup
+        if warm_cfg.corpus_only:  # one warm-up per corpus, shared by every seed and row sample
+            texts = corpus_texts(warm_cfg, [], self.data_root, exclude=self.exclude_texts)
+        else:
+            dev_texts = self.dev_df["text"].tolist() if self.dev_df is not None else []
+            texts = corpus_texts(warm_cfg, train_df["text"].tolist(), self.data_root,
+                                 exclude=self.exclude_texts + dev_texts)
         gen, gen_tok, wstats = load_or_warmup(self.model_cfg, self.generator_cfg.warmup, texts,
                                               self.cache_dir, seed)
         if self.generator_cfg.init_from_proxy and wstats.get("skipped"):

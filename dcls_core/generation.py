@@ -34,8 +34,7 @@ log = logging.getLogger(__name__)
 PlanItem = Tuple[int, int]  # (positional row index into the frame, diffusion step)
 Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
 
-PSEUDO_COLUMNS = ["id", "text", "label", "split", "is_pseudo", "source_id", "step",
-                  "mask_ratio", "changed_ratio"]
+from dcls_core.augment import PSEUDO_COLUMNS  # the pseudo-row schema
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -193,6 +192,49 @@ def source_masks(importance: torch.Tensor, maskable: torch.Tensor, attention_mas
     return masked
 
 
+def splice_text(tokenizer, text: str, new_ids: Sequence[int], max_length: int) -> Tuple[str, List[List[int]]]:
+    """The original ``text`` with only its rebuilt words replaced: (new text, changed spans).
+
+    ``new_ids`` are the text-token ids after the reverse process, in the order the tokenizer
+    splits ``text`` alone (truncated texts: a prefix). A word whose pieces are all unchanged
+    keeps its exact characters (casing, spacing, emoji, handles), as does everything between
+    words and any truncated tail; a word with a changed piece is rebuilt from its new pieces,
+    joined into one word. Spans are ``[start, end)`` character offsets in the new text.
+    Tokenizers without offsets fall back to decoding the whole sequence.
+    """
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        words = enc.word_ids()
+    except (NotImplementedError, ValueError, TypeError, AttributeError):
+        decoded = tokenizer.decode(list(new_ids), skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+        return decoded, ([[0, len(decoded)]] if decoded != text else [])
+    old_ids = enc["input_ids"]
+    n = min(len(new_ids), len(old_ids))
+    groups: List[List[int]] = []  # token positions of each word, in order
+    for j in range(n):
+        if groups and words[j] is not None and words[j] == words[groups[-1][0]]:
+            groups[-1].append(j)
+        else:
+            groups.append([j])
+    out, spans, cursor = [], [], 0
+    for group in groups:
+        if all(int(new_ids[j]) == int(old_ids[j]) for j in group):
+            continue
+        start, end = offsets[group[0]][0], offsets[group[-1]][1]
+        pieces = tokenizer.convert_ids_to_tokens([int(new_ids[j]) for j in group])
+        word = tokenizer.convert_tokens_to_string(pieces).strip()
+        if word.startswith("##"):  # a continuation piece rebuilt at a word start
+            word = word[2:]
+        out.append(text[cursor:start])
+        begin = sum(len(x) for x in out)
+        out.append(word)
+        spans.append([begin, begin + len(word)])
+        cursor = end
+    out.append(text[cursor:])
+    return "".join(out), spans
+
+
 def plan_per_sample(frame: pd.DataFrame, n: int, steps: Sequence[int]) -> List[PlanItem]:
     """G/E policy: ``n`` pseudo samples per original; the k-th uses ``steps[k % len(steps)]``
     (n = 4 with a 4-step group gives one per step, as in the paper). Rows are positional."""
@@ -268,9 +310,9 @@ def generate_pseudo_samples(model: nn.Module, tokenizer, frame: pd.DataFrame,
     Deterministic for a fixed seed, independent of ``batch_size``.
     """
     if not plan:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            PSEUDO_COLUMNS, ["object", "object", "object", "object", "bool", "object", "int64",
-                             "float64", "float64"])})
+        from dcls_core.augment import empty_pseudo_frame
+
+        return empty_pseudo_frame()
     device = next(model.parameters()).device
     ids_col = frame["id"].astype(str).tolist()
     texts = frame["text"].astype(str).tolist()
@@ -313,13 +355,13 @@ def generate_pseudo_samples(model: nn.Module, tokenizer, frame: pd.DataFrame,
             n_text = int(text_pos.sum())
             n_masked = int(masked[b].sum())
             changed = int((new_ids != original[b][text_pos]).sum())
-            text = tokenizer.decode(new_ids.tolist(), skip_special_tokens=True,
-                                    clean_up_tokenization_spaces=True).strip()
+            text, spans = splice_text(tokenizer, texts[r], new_ids.tolist(), max_length)
             records.append({
                 "id": f"{ids_col[r]}~p{k}", "text": text, "label": labels[r], "split": "train",
                 "is_pseudo": True, "source_id": ids_col[r], "step": step,
                 "mask_ratio": n_masked / n_text if n_text else 0.0,
                 "changed_ratio": changed / n_text if n_text else 0.0,
+                "changed_spans": spans,
             })
     log.info("generated %d pseudo samples from %d sources", len(records), len(seen))
     return pd.DataFrame.from_records(records, columns=PSEUDO_COLUMNS)

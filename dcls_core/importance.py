@@ -1,10 +1,17 @@
-"""Token importance from the classifier's attention (paper Eq. 1).
+"""Token importance from the classifier's attention (paper Eq. 1), and its normalisation.
 
-w_i = (1/H) * sum_h s_i^h, where s_i^h is the attention *from* the first token ([CLS] /
-<s>) *to* token i in head h of the **last** layer. The first token's representation is what
-the classification head reads, so where it looks in the last layer is a cheap proxy for
-which tokens carry the label. Special and padding tokens get 0 (they are never masked),
+w_i = (1/H) * sum_h s_i^h, where s_i^h is the attention *from* the pooled position *to* token
+i in head h of the **last** layer. For a classifier that reads the first token ([CLS] / <s>)
+this is Eq. 1 exactly. A mean-pooling classifier (sentence-transformers checkpoints) reads
+every token equally, so its "query" is all of them: the attention is averaged over the
+attended query positions as well. Special and padding tokens get 0 (they are never masked),
 so each row sums to at most 1.
+
+Raw weights are small (about 1/length each), so in q_t = 1 - t/T - lambda sin(pi t/T) w the
+label-aware term moves a 15-token sentence's masking probability by ~2 points.
+``normalise_importance`` rescales them (``max``: divided by the sentence's largest weight;
+``rank``: evenly spaced in (0, 1] by rank) so that lambda has the effect the paper describes;
+``raw`` keeps Eq. 1's values (the paper presets).
 """
 from __future__ import annotations
 
@@ -56,12 +63,38 @@ def token_importance(classifier: nn.Module, input_ids: torch.Tensor, attention_m
             "the classifier returned no attention weights; token importance (Eq. 1) needs "
             "eager attention: load it with attn_implementation='eager' "
             "(dcls_core.models.load_classifier does)")
-    last = attentions[-1]  # [B, H, L, L]
-    w = last[:, :, 0, :].float().mean(dim=1)  # from the first token, head mean: [B, L]
+    last = attentions[-1].float().mean(dim=1)  # head mean: [B, L(query), L(key)]
+    if getattr(classifier, "pooling", "cls") == "mean":  # every attended token is read: average them
+        q = attention_mask.to(last.dtype).unsqueeze(-1)
+        w = (last * q).sum(dim=1) / q.sum(dim=1).clamp(min=1.0)
+    else:
+        w = last[:, 0, :]  # from the first token
     if special_mask is None:
         special_mask = _fallback_special_mask(attention_mask)
     keep = attention_mask.bool() & ~special_mask.bool().to(attention_mask.device)
     return torch.where(keep, w, torch.zeros_like(w))
+
+
+NORMALISATIONS = ("raw", "max", "rank")
+
+
+def normalise_importance(values: Optional[Sequence[float]], mode: str) -> Optional[List[float]]:
+    """One sentence's importance list rescaled (``raw`` / ``max`` / ``rank``, see the module doc)."""
+    if mode not in NORMALISATIONS:
+        raise ValueError(f"importance normalisation must be one of {list(NORMALISATIONS)}, got {mode!r}")
+    if values is None:
+        return None
+    w = [float(x) for x in values]
+    if mode == "raw" or not w:
+        return w
+    if mode == "max":
+        top = max(w)
+        return [x / top for x in w] if top > 0 else w
+    order = sorted(range(len(w)), key=lambda i: (w[i], i))  # rank 1 = least important
+    ranks = [0.0] * len(w)
+    for r, i in enumerate(order, start=1):
+        ranks[i] = r / len(w)
+    return ranks
 
 
 def _device(module: nn.Module) -> torch.device:
