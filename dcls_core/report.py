@@ -1,8 +1,10 @@
 """The run report: ``report.md`` with tables and PNG plots (matplotlib, Agg backend).
 
-Plots (``<run>/plots/``): per-class F1 with and without augmentation, the augmented
-classifier's confusion matrix on test, the histogram of masked fractions of the pseudo
-samples, and example pseudo samples per label (a table in the report).
+The arms side by side (``raw``: cross-entropy only; ``no_augmentation``: + L_c, the paper's
+"w/o D.A."; ``augmented``: + pseudo samples) with the frozen-encoder ``probe``, and the arm the
+run recommends. Plots (``<run>/plots/``): per-class F1 of the arms, the augmented classifier's
+confusion matrix on test, the histogram of masked fractions of the pseudo samples; example
+pseudo samples per label beside their originals, rebuilt words marked **bold**.
 """
 from __future__ import annotations
 
@@ -26,9 +28,15 @@ def _plt():
     return plt
 
 
+ARMS = ("raw", "no_augmentation", "augmented")
+
+
 def _split(metrics: Dict[str, Any]) -> str:
-    aug = metrics.get("augmented", {})
-    return "test" if "test" in aug else "dev"
+    return "test" if any("test" in metrics.get(a, {}) for a in ARMS) else "dev"
+
+
+def _main_arm(metrics: Dict[str, Any]) -> str:
+    return "augmented" if "augmented" in metrics else "raw"
 
 
 def _per_class_f1(block: Dict[str, Any]) -> Dict[str, float]:
@@ -41,13 +49,14 @@ def _per_class_f1(block: Dict[str, Any]) -> Dict[str, float]:
 def plot_per_class_f1(metrics: Dict[str, Any], path: Path) -> Path:
     plt = _plt()
     split = _split(metrics)
-    aug = _per_class_f1(metrics["augmented"][split])
-    base = _per_class_f1(metrics.get("baseline", {}).get(split, {}))
-    labels = list(aug)
+    arms = [a for a in ARMS if split in metrics.get(a, {})]
+    f1 = {a: _per_class_f1(metrics[a][split]) for a in arms}
+    labels = list(f1[arms[0]])
     x = np.arange(len(labels))
+    width = 0.8 / len(arms)
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(labels) + 2), 3.5))
-    ax.bar(x - 0.2, [base.get(lab, 0.0) for lab in labels], 0.4, label="without augmentation")
-    ax.bar(x + 0.2, [aug[lab] for lab in labels], 0.4, label="with augmentation")
+    for i, arm in enumerate(arms):
+        ax.bar(x - 0.4 + width * (i + 0.5), [f1[arm].get(lab, 0.0) for lab in labels], width, label=arm)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right")
     ax.set_ylim(0, 1)
@@ -61,7 +70,8 @@ def plot_per_class_f1(metrics: Dict[str, Any], path: Path) -> Path:
 
 def plot_confusion(metrics: Dict[str, Any], path: Path) -> Optional[Path]:
     split = _split(metrics)
-    conf = metrics["augmented"][split].get("confusion")
+    arm = _main_arm(metrics)
+    conf = metrics[arm][split].get("confusion")
     if conf is None:
         return None
     plt = _plt()
@@ -78,7 +88,7 @@ def plot_confusion(metrics: Dict[str, Any], path: Path) -> Optional[Path]:
     ax.set_yticklabels(labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"augmented classifier, {split}")
+    ax.set_title(f"{arm} classifier, {split}")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -114,6 +124,17 @@ def _md_table(header: List[str], rows: List[List[Any]]) -> str:
     return "\n".join(out)
 
 
+def mark_spans(text: str, spans: Any) -> str:
+    """``text`` with each ``[start, end)`` span wrapped in ** (Markdown bold)."""
+    if spans is None or len(spans) == 0:
+        return text
+    out, cursor = [], 0
+    for start, end in sorted((int(a), int(b)) for a, b in spans):
+        out += [text[cursor:start], "**", text[start:end], "**"]
+        cursor = end
+    return "".join(out + [text[cursor:]])
+
+
 def examples_table(augmented: pd.DataFrame, per_label: int = 2, width: int = 160) -> str:
     pseudo = augmented[augmented["is_pseudo"].astype(bool)]
     if pseudo.empty:
@@ -123,11 +144,12 @@ def examples_table(augmented: pd.DataFrame, per_label: int = 2, width: int = 160
     for label, group in sorted(pseudo.groupby("label")):
         for _, r in group.sort_values("id").head(per_label).iterrows():
             src = str(originals.get(r["source_id"], ""))[:width]
-            row = [label, r["step"], float(r["mask_ratio"]), src, str(r["text"])[:width]]
+            text = mark_spans(str(r["text"]), r["changed_spans"] if "changed_spans" in r else None)
+            row = [label, r["step"], float(r["mask_ratio"]), src, text]
             if "consistency" in r:
                 row.append(float(r["consistency"]))
             rows.append(row)
-    header = ["label", "step", "masked", "original", "pseudo sample"]
+    header = ["label", "step", "masked", "original", "pseudo sample (rebuilt words in bold)"]
     if "consistency" in pseudo.columns:
         header.append("consistency")
     return _md_table(header, rows)
@@ -153,16 +175,26 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], augmented: pd.DataFrame
                   + f") · model `{c.model.name}` · augment `{c.augment.method}`/{c.augment.policy}/{c.augment.mode}"
                   + f" n={c.augment.n} · seed {c.seed}", ""]
     rows = []
-    for key in ("baseline", "augmented"):
-        for split, m in metrics.get(key, {}).items():
-            rows.append([key, split, float(m["accuracy"]), float(m["macro_f1"])])
+    names = {"probe": "probe (logistic regression on the frozen encoder)", "raw": "raw (no augmentation, alpha = 0)",
+             "no_augmentation": "no_augmentation (L_c, no pseudo samples)", "augmented": "augmented (DiffusionCLS)"}
+    for key in ("probe",) + ARMS:
+        for split in ("dev", "test"):
+            m = metrics.get(key, {}).get(split)
+            if m:
+                rows.append([names[key], split, float(m["accuracy"]), float(m["macro_f1"])])
     lines += ["## Metrics", "", _md_table(["classifier", "split", "accuracy", "macro-F1"], rows), ""]
+    selected = metrics.get("selected")
+    if selected:
+        lines += [f"**Recommended classifier: `{selected['arm']}`** ({selected['reason']}).", ""]
+    proxy = metrics.get("proxy")
+    if proxy:
+        lines += [f"Proxy classifier ({proxy.get('checkpoint')}): best dev accuracy {proxy.get('dev_accuracy')} "
+                  f"(at step 0: {proxy.get('dev_accuracy_at_start')}); importance comes from it.", ""]
     split = _split(metrics)
-    aug_f1 = _per_class_f1(metrics["augmented"][split])
-    base_f1 = _per_class_f1(metrics.get("baseline", {}).get(split, {}))
+    arms = [a for a in ARMS if split in metrics.get(a, {})]
+    f1 = {a: _per_class_f1(metrics[a][split]) for a in arms}
     lines += [f"### Per-class F1 ({split})", "",
-              _md_table(["label", "without augmentation", "with augmentation"],
-                        [[lab, base_f1.get(lab, 0.0), f] for lab, f in aug_f1.items()]), "",
+              _md_table(["label"] + arms, [[lab] + [f1[a].get(lab, 0.0) for a in arms] for lab in f1[arms[0]]]), "",
               "![per-class F1](plots/per_class_f1.png)", ""]
     if made["confusion"]:
         lines += ["![confusion matrix](plots/confusion_matrix.png)", ""]

@@ -7,8 +7,14 @@
 
 Stages, in order (each cached under ``<run>/stages/<name>-<key>/``; a rerun skips finished ones):
 
-    data -> proxy -> importance -> generator (warm-up + diffusion) -> generation -> baseline, classifier
-         -> evaluation -> report
+    data -> raw (the proxy, unless a preset gives it its own recipe) -> importance -> generator
+         (warm-up + diffusion) -> generation -> no_augmentation, augmented -> evaluation -> report
+
+Three classifier arms, same recipe, same originals per step, same steps (dcls_core.training):
+``raw`` (cross-entropy only, alpha = 0), ``no_augmentation`` (L_e + alpha L_c, the paper's
+"w/o D.A." ablation) and ``augmented`` (+ pseudo samples riding with their sources). The
+frozen-encoder ``probe`` is reported beside them, and ``selected`` names the arm the run
+recommends: ``augmented`` only when it beats the others on dev (``classifier.fallback_on_dev``).
 
 The config and the input data are validated before Ray starts or any model loads.
 """
@@ -29,7 +35,7 @@ if str(REPO) not in sys.path:
 import pandas as pd  # noqa: E402
 
 from dcls_core.artifacts import RunFolder, atomic_write_json, atomic_write_parquet, atomic_write_text, read_json  # noqa: E402
-from dcls_core.config import Config, ConfigError, RayConfig  # noqa: E402
+from dcls_core.config import ClassifierConfig, Config, ConfigError, RayConfig  # noqa: E402
 
 log = logging.getLogger("dcls.pipeline")
 EXIT_BAD_INPUT = 2
@@ -56,7 +62,8 @@ def prepare(cfg_like: Any):
     return cfg, bundle
 
 
-FITS = ("proxy", "generator", "baseline", "classifier")
+FITS = ("proxy", "generator", "raw", "no_augmentation", "augmented")
+ARMS = ("raw", "no_augmentation", "augmented")
 
 
 def _check_warmup_corpus(cfg: Config) -> None:
@@ -130,15 +137,32 @@ def stage_data(run: RunFolder, cfg: Config, bundle, variant: str = "pipeline"):
     return out
 
 
-def classifier_config(cfg: Config, names, train, dev, proxy: bool) -> Dict[str, Any]:
-    c = cfg.classifier
+def classifier_config(cfg: Config, names, train, dev, ccfg: ClassifierConfig) -> Dict[str, Any]:
+    """The Ray Train loop config of one classifier fit (proxy or arm)."""
     return {
         "model": dataclasses.asdict(cfg.model), "label_names": list(names), "seed": cfg.seed,
         "train": _records(train), "dev": _records(dev), "max_length": cfg.data.max_length,
-        "batch_size": c.batch_size, "weight_decay": c.weight_decay, "tau": c.tau,
-        "epochs": c.proxy_epochs if proxy else c.epochs, "lr": c.proxy_lr if proxy else c.lr,
-        "alpha": 0.0 if proxy else c.alpha, "mode": "static",
+        "classifier": dataclasses.asdict(ccfg), "mode": "static",
     }
+
+
+def select_arm(metrics: Dict[str, Any], fallback: bool) -> Dict[str, Any]:
+    """The arm the run recommends: ``augmented`` when it is strictly better on dev macro-F1 than
+    every arm without augmentation (or when ``fallback`` is off), else the best of those."""
+    dev = {arm: metrics[arm]["dev"]["macro_f1"] for arm in ARMS if arm in metrics and "dev" in metrics[arm]}
+    plain = {a: f for a, f in dev.items() if a != "augmented"}
+    if "augmented" not in dev or not plain:
+        arm = max(dev, key=lambda a: (dev[a], a == "raw")) if dev else "raw"
+        return {"arm": arm, "dev_macro_f1": dev, "reason": "no augmented arm" if "augmented" not in dev
+                else "no dev data"}
+    best_plain = max(plain, key=lambda a: (plain[a], a == "raw"))
+    if not fallback or dev["augmented"] > plain[best_plain]:
+        reason = ("fallback_on_dev is off" if not fallback else
+                  f"augmentation improved dev macro-F1 ({dev['augmented']:.4f} > {plain[best_plain]:.4f})")
+        return {"arm": "augmented", "dev_macro_f1": dev, "reason": reason}
+    return {"arm": best_plain, "dev_macro_f1": dev,
+            "reason": f"augmentation did not improve dev macro-F1 ({dev['augmented']:.4f} <= "
+                      f"{plain[best_plain]:.4f} for {best_plain}): falling back to {best_plain}"}
 
 
 def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
@@ -146,6 +170,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     from omegaconf import OmegaConf
 
     from dcls_core import diffusion_augmenter as da
+    from dcls_core.importance import normalise_importance
     from jobs.ray_runtime import init_ray
 
     root = run_folder(cfg)
@@ -159,18 +184,27 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     test = pd.read_parquet(data.file("test.parquet"))
     init_ray(cfg.ray)
     augmenting = cfg.augment.method == "diffusion" and (cfg.augment.n > 0 or cfg.augment.policy == "balance")
-    classifier_key = {"model": cfg.model, "classifier": cfg.classifier, "seed": cfg.seed, "max_length": ml}
 
+    ccfg = cfg.classifier
+    arm_cfgs = {"raw": dataclasses.replace(ccfg, alpha=0.0), "no_augmentation": ccfg, "augmented": ccfg}
+
+    def arm_key(arm: str) -> Dict[str, Any]:
+        return {"model": cfg.model, "classifier": arm_cfgs[arm], "seed": cfg.seed, "max_length": ml}
+
+    def fit_stage(name: str, inputs, key: Dict[str, Any], ccfg_: ClassifierConfig, **extra):
+        return run.stage(name, inputs, key, lambda d: _train_into(
+            d, name, dict(classifier_config(cfg, names, train, dev, ccfg_), **extra), cfg))
+
+    # raw arm: cross-entropy only; also the proxy unless a preset gives the proxy its own recipe
+    raw = fit_stage("raw", [data], arm_key("raw"), arm_cfgs["raw"])
     pseudo = None
     consistency_model = None
     generation_inputs: list = []
     if augmenting:
-        # proxy classifier (plain cross-entropy on originals)
-        proxy = run.stage("proxy", [data], {"model": cfg.model, "seed": cfg.seed, "max_length": ml,
-                                            "epochs": cfg.classifier.proxy_epochs, "lr": cfg.classifier.proxy_lr,
-                                            "batch_size": cfg.classifier.batch_size,
-                                            "weight_decay": cfg.classifier.weight_decay},
-                          lambda d: _train_into(d, "proxy", classifier_config(cfg, names, train, dev, True), cfg))
+        proxy = raw
+        if ccfg.separate_proxy:
+            proxy = fit_stage("proxy", [data], {"model": cfg.model, "classifier": ccfg.proxy(), "seed": cfg.seed,
+                                                "max_length": ml}, ccfg.proxy())
         consistency_model = proxy.file("model")
 
         # token importance (Eq. 1) on an actor pool
@@ -185,13 +219,15 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
 
         importance = run.stage("importance", [data, proxy], {"max_length": ml}, importance_fn)
         imp = pd.read_parquet(importance.file("importance.parquet"))
-        imp_by_id = {i: list(v) for i, v in zip(imp["id"], imp["importance"])}
+        imp_by_id = {i: normalise_importance(list(v), cfg.generator.importance_norm)
+                     for i, v in zip(imp["id"], imp["importance"])}
 
         # generator: warm-up (cross-run cache, a Ray task) + diffusion training (Ray Train)
         def generator_fn(d: Path):
             warm = warmup_remote(cfg, train, dev, test)
             loop = {"model": dataclasses.asdict(cfg.model), "label_names": names, "seed": cfg.seed,
                     "generator": dataclasses.asdict(cfg.generator), "epochs": cfg.generator.epochs,
+                    "min_steps": cfg.generator.min_steps,
                     "max_length": ml, "start_checkpoint": warm.get("path"),
                     "proxy_checkpoint": str(proxy.file("model")) if (
                         cfg.generator.init_from_proxy and warm.get("skipped")) else None,
@@ -241,36 +277,40 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     if stop_after == "generation":
         return {"run": str(root), "train": train, "pseudo": pseudo, "consistency_model": consistency_model}
 
-    # classifiers: the baseline (no augmentation) and the augmented one, same settings
-    baseline = run.stage("baseline", [data], classifier_key,
-                         lambda d: _train_into(d, "baseline", classifier_config(cfg, names, train, dev, False), cfg))
-    classifier = baseline
+    # the other arms: same recipe and steps as raw; no_augmentation adds L_c, augmented the pseudo samples
+    stages = {"raw": raw}
+    stages["no_augmentation"] = raw if ccfg.alpha == 0 else fit_stage(
+        "no_augmentation", [data], arm_key("no_augmentation"), arm_cfgs["no_augmentation"])
     if augmenting:
-        def classifier_fn(d: Path):
-            loop = classifier_config(cfg, names, train, dev, False)
-            if cfg.augment.mode == "reflective":
-                loop.update({"mode": "reflective", "regenerate_every": cfg.augment.regenerate_every,
-                             "generator_checkpoint": str(generator.file("model")),
-                             "generator": dataclasses.asdict(cfg.generator),
-                             "sources": _records(sources.drop(columns=["importance"]))})
-            else:
-                loop["pseudo"] = _records(pseudo)
-            return _train_into(d, "classifier", loop, cfg)
-
-        classifier = run.stage("classifier", generation_inputs, dict(classifier_key, augment=cfg.augment),
-                               classifier_fn)
+        extra: Dict[str, Any] = {"pseudo": _records(pseudo)}
         if cfg.augment.mode == "reflective":
-            pseudo = pd.read_parquet(classifier.file("model") / "pseudo.parquet")
+            extra = {"mode": "reflective", "regenerate_every": cfg.augment.regenerate_every,
+                     "generator_checkpoint": str(generator.file("model")),
+                     "generator": dataclasses.asdict(cfg.generator),
+                     "sources": _records(sources.drop(columns=["importance"]))}
+        stages["augmented"] = fit_stage("augmented", generation_inputs,
+                                        dict(arm_key("augmented"), augment=cfg.augment), arm_cfgs["augmented"],
+                                        **extra)
+        if cfg.augment.mode == "reflective":
+            pseudo = pd.read_parquet(stages["augmented"].file("model") / "pseudo.parquet")
 
-    # evaluation (dev + test) and the augmented data set
+    # evaluation (dev + test) of the arms and the probe, the recommended arm, the augmented data set
     def evaluation_fn(d: Path):
         from dcls_core.training import evaluate
 
-        metrics = {}
-        for key, stage in (("augmented", classifier), ("baseline", baseline)):
+        metrics: Dict[str, Any] = {"best_step": {}}
+        for arm, stage in stages.items():
             model, tok = da.load_classifier_checkpoint(stage.file("model"))
-            metrics[key] = {split: evaluate(model, frame, tok, names, ml)
+            metrics[arm] = {split: evaluate(model, frame, tok, names, ml)
                             for split, frame in (("dev", dev), ("test", test)) if len(frame)}
+            metrics["best_step"][arm] = _best_step(stage)
+        metrics["probe"] = probe_metrics(cfg, names, train, {"dev": dev, "test": test})
+        if consistency_model is not None:
+            history = read_json(Path(consistency_model) / "history.json")
+            metrics["proxy"] = {"dev_accuracy_at_start": history[0].get("dev_accuracy"),
+                                "dev_accuracy": max((h.get("dev_accuracy", 0.0) for h in history), default=None),
+                                "checkpoint": "raw" if consistency_model == raw.file("model") else "proxy"}
+        metrics["selected"] = select_arm(metrics, ccfg.fallback_on_dev)
         aug = da.augmented_frame(train, pseudo)
         if consistency_model is not None and pseudo is not None and len(pseudo):
             model, tok = da.load_classifier_checkpoint(consistency_model)
@@ -282,7 +322,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
         atomic_write_parquet(d / "augmented.parquet", aug)
         return metrics["rows"]
 
-    evaluation = run.stage("evaluation", [classifier, baseline], {"max_length": ml}, evaluation_fn)
+    evaluation = run.stage("evaluation", list(dict.fromkeys(stages.values())), {"max_length": ml}, evaluation_fn)
     shutil.copyfile(evaluation.file("metrics.json"), run.path("metrics.json"))
     shutil.copyfile(evaluation.file("augmented.parquet"), run.path("augmented.parquet"))
 
@@ -291,7 +331,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     metrics = read_json(run.path("metrics.json"))
     augmented = pd.read_parquet(run.path("augmented.parquet"))
     write_report(root, metrics, augmented, config=cfg, stages=run.summary(),
-                 checkpoints={"augmented": str(classifier.file("model")), "baseline": str(baseline.file("model"))})
+                 checkpoints={arm: str(stage.file("model")) for arm, stage in stages.items()})
     print(metrics_table(metrics))
     print(f"\nrun folder: {root}")
     return {"run": str(root), "metrics": metrics, "stages": run.summary()}
@@ -305,8 +345,11 @@ def warmup_remote(cfg: Config, train, dev, test) -> Dict[str, Any]:
 
     if not needs_warmup(cfg.model, cfg.generator.warmup):
         return {"skipped": True}
-    texts = corpus_texts(cfg.generator.warmup, train["text"].tolist(), cfg.data.resolved_root(),
-                         exclude=list(dev["text"]) + list(test["text"]))
+    if cfg.generator.warmup.corpus_only:  # one warm-up per corpus: nothing of this run's rows but the test ban
+        texts = corpus_texts(cfg.generator.warmup, [], cfg.data.resolved_root(), exclude=list(test["text"]))
+    else:
+        texts = corpus_texts(cfg.generator.warmup, train["text"].tolist(), cfg.data.resolved_root(),
+                             exclude=list(dev["text"]) + list(test["text"]))
 
     @ray.remote(num_cpus=1, max_retries=1)
     def _warm(model_cfg, warmup_cfg, texts, cache, seed, threads):
@@ -329,11 +372,43 @@ def warmup_remote(cfg: Config, train, dev, test) -> Dict[str, Any]:
                                 cfg.ray.warmup_threads))
 
 
+def _best_step(stage) -> Optional[int]:
+    """The step whose weights a fit kept (best dev macro-F1, earliest on ties)."""
+    history = read_json(stage.file("model") / "history.json")
+    scored = [h for h in history if "dev_macro_f1" in h]
+    if not scored:
+        return history[-1]["step"] if history else None
+    best = max(h["dev_macro_f1"] for h in scored)
+    return next(h["step"] for h in scored if h["dev_macro_f1"] == best)
+
+
+def probe_metrics(cfg: Config, names, train: pd.DataFrame, frames: Dict[str, pd.DataFrame]) -> Dict[str, Any]:
+    """The peer a user tries first: logistic regression on the frozen encoder's pooled features
+    (exactly the arms' step-0 model when ``classifier.head_init=probe``)."""
+    from dcls_core.classifier import init_head_from_probe
+    from dcls_core.models import load_classifier, load_tokenizer
+    from dcls_core.training import evaluate
+
+    tok = load_tokenizer(cfg.model)
+    model = load_classifier(cfg.model, len(names), cfg.seed)
+    index = {n: i for i, n in enumerate(names)}
+    init_head_from_probe(model, tok, train["text"].astype(str).tolist(), [index[str(y)] for y in train["label"]],
+                         cfg.data.max_length, cfg.classifier.probe_C)
+    return {split: evaluate(model, frame, tok, names, cfg.data.max_length) for split, frame in frames.items()
+            if len(frame)}
+
+
 def metrics_table(metrics: Dict[str, Any]) -> str:
+    """Arms and probe side by side (the demo prints it), and the arm the run recommends."""
     lines = ["| classifier | split | accuracy | macro-F1 |", "|---|---|---|---|"]
-    for key in ("baseline", "augmented"):
-        for split, m in metrics.get(key, {}).items():
-            lines.append(f"| {key} | {split} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |")
+    for key in ("probe",) + ARMS:
+        for split in ("dev", "test"):
+            m = metrics.get(key, {}).get(split)
+            if m:
+                lines.append(f"| {key} | {split} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |")
+    selected = metrics.get("selected")
+    if selected:
+        lines.append(f"\nselected: {selected['arm']} ({selected['reason']})")
     return "\n".join(lines)
 
 

@@ -49,7 +49,7 @@ def smoke_run(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- fails early
 @pytest.mark.parametrize("override,message", [
-    ("generator.lam=-1", "generator.lam"),
+    ("generator.lam=-2", "generator.lam"),
     ("dataset.files={train: /nonexistent/x.csv}", "nonexistent"),
     ("ray.fit_workers={proxi: 2}", "ray.fit_workers"),
     ("ray.warmup_threads=-1", "ray.warmup_threads"),
@@ -75,18 +75,27 @@ def test_smoke_run_artifacts(smoke_run):
                  "plots/per_class_f1.png", "plots/confusion_matrix.png", "plots/mask_ratio_hist.png"):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("augmented", "baseline"):
+    for key in ("probe", "raw", "no_augmentation", "augmented"):
         for split in ("dev", "test"):
             block = metrics[key][split]
             assert {"accuracy", "macro_f1", "per_class"} <= set(block)
             assert 0 <= block["accuracy"] <= 1
-    for name in ("proxy", "baseline", "classifier", "generator"):
-        assert (_stage(run, name) / "model" / "config.json").exists()
+    # the raw arm is the proxy (no separate proxy stage); its dev accuracy is recorded
+    assert not list((run / "stages").glob("proxy-*")) and metrics["proxy"]["checkpoint"] == "raw"
+    assert 0 <= metrics["proxy"]["dev_accuracy"] <= 1
+    assert metrics["selected"]["arm"] in ("raw", "no_augmentation", "augmented") and metrics["selected"]["reason"]
+    for name in ("raw", "no_augmentation", "augmented"):
+        assert (_stage(run, name) / "model" / "classifier.json").exists()
+        history = json.loads((_stage(run, name) / "model" / "history.json").read_text())
+        assert [h["step"] for h in history] == [0, 2, 3]  # equal step budgets across arms
+    assert (_stage(run, "generator") / "model" / "config.json").exists()
     # the augmented classifier ran DDP with 2 workers; the others in local mode
-    assert json.loads((_stage(run, "classifier") / "_stage.json").read_text())["summary"]["workers"] == 2
+    assert json.loads((_stage(run, "augmented") / "_stage.json").read_text())["summary"]["workers"] == 2
     report = (run / "report.md").read_text()
-    assert "| baseline | test |" in report and "Example pseudo samples" in report
-    assert "| baseline | test |" in smoke_run["stdout"]  # the metrics table is printed
+    assert "| raw (no augmentation, alpha = 0) | test |" in report and "Example pseudo samples" in report
+    assert "Recommended classifier" in report
+    for arm in ("probe", "raw", "no_augmentation", "augmented"):
+        assert f"| {arm} | test |" in smoke_run["stdout"]  # the metrics table is printed
     # the warm-up runs in a Ray task; its progress log reaches the driver's console
     assert "warm-up done: 4 steps" in smoke_run["stdout"] + smoke_run["stderr"]
 
@@ -99,7 +108,8 @@ def test_augmented_parquet_rows_columns_and_schedule(smoke_run):
     run = smoke_run["run"]
     cfg = load_config(["experiment=smoke"])
     aug = pd.read_parquet(run / "augmented.parquet")
-    for col in ("text", "label", "is_pseudo", "source_id", "step", "mask_ratio", "changed_ratio", "consistency"):
+    for col in ("text", "label", "is_pseudo", "source_id", "step", "mask_ratio", "changed_ratio", "changed_spans",
+                "consistency"):
         assert col in aug.columns, col
     train = pd.read_parquet(_stage(run, "data") / "train.parquet")
     originals, pseudo = aug[~aug["is_pseudo"]], aug[aug["is_pseudo"]]
@@ -116,7 +126,10 @@ def test_augmented_parquet_rows_columns_and_schedule(smoke_run):
     # the masked fraction per step matches the label-aware schedule (Eqs. 2-3) in expectation
     import torch
 
+    from dcls_core.importance import normalise_importance
+
     imp = pd.read_parquet(_stage(run, "importance") / "importance.parquet").set_index("id")["importance"]
+    imp = imp.map(lambda v: normalise_importance(list(v), cfg.generator.importance_norm))
     for step in steps:
         rows = pseudo[pseudo["step"] == step]
         expected = [float((1 - keep_probability(torch.tensor(list(imp[s]), dtype=torch.float32), step,
@@ -124,6 +137,20 @@ def test_augmented_parquet_rows_columns_and_schedule(smoke_run):
                     for s in rows["source_id"]]
         assert abs(rows["mask_ratio"].mean() - sum(expected) / len(expected)) < 0.12, step
     assert pseudo["consistency"].between(0, 1).all()
+    # only rebuilt words differ from the original: outside the changed spans the text is the source's
+    by_id = train.set_index("id")["text"]
+    for _, r in pseudo.head(12).iterrows():
+        kept, cursor = [], 0
+        for a, b in r["changed_spans"]:
+            kept.append(r["text"][cursor:a])
+            cursor = b
+        kept.append(r["text"][cursor:])
+        source = by_id[r["source_id"]]
+        pos = 0
+        for piece in kept:  # every kept piece appears in the source, in order
+            found = source.find(piece, pos)
+            assert found >= 0, (piece, source)
+            pos = found + len(piece)
 
 
 @pytest.mark.ray
@@ -145,12 +172,12 @@ def test_killed_pipeline_resumes_with_the_same_rows(smoke_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(src, run)
     reference = pd.read_parquet(src / "augmented.parquet")
-    for name in ("generation", "classifier", "evaluation"):
+    for name in ("generation", "augmented", "evaluation"):
         shutil.rmtree(_stage(run, name))
     for name in ("augmented.parquet", "metrics.json", "report.md"):
         (run / name).unlink()
     args = ["experiment=smoke", f"output_dir={run}", f"storage_path={smoke_run['store']}",
-            "ray.fit_workers.classifier=0"]  # local mode; same stage keys: Ray settings are not in them
+            "ray.fit_workers.augmented=0"]  # local mode; same stage keys: Ray settings are not in them
     proc = subprocess.Popen(PIPELINE + args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -169,7 +196,7 @@ def test_killed_pipeline_resumes_with_the_same_rows(smoke_run, tmp_path):
     log = done.stdout + done.stderr
     import re
 
-    for name in ("data", "proxy", "importance", "generator"):
+    for name in ("data", "raw", "importance", "generator"):
         assert re.search(rf"\[stage\] {name}-\w+: output exists, skipped", log), name
     assert re.search(r"\[stage\] generation-\w+: done", log)
     assert not list((run / "stages").glob(".*tmp*"))
@@ -186,14 +213,14 @@ def test_reflective_mode_regenerates_inside_the_classifier_loop(smoke_run, tmp_p
     run = tmp_path / "run"
     shutil.copytree(src, run)
     done = _run(["experiment=smoke", f"output_dir={run}", f"storage_path={smoke_run['store']}",
-                 "augment.mode=reflective", "ray.fit_workers.classifier=0"])
+                 "augment.mode=reflective", "ray.fit_workers.augmented=0"])
     log = done.stdout + done.stderr
     import re
 
-    for name in ("data", "proxy", "importance", "generator", "baseline"):
+    for name in ("data", "raw", "importance", "generator", "no_augmentation"):
         assert re.search(rf"\[stage\] {name}-\w+: output exists, skipped", log), name
-    assert len(list((run / "stages").glob("classifier-*"))) == 2  # static and reflective keys differ
-    assert "'regenerated': True" in log
+    assert len(list((run / "stages").glob("augmented-*"))) == 2  # static and reflective keys differ
+    assert "regenerating pseudo samples" in log
     aug = pd.read_parquet(run / "augmented.parquet")
     pseudo = aug[aug["is_pseudo"]]
     assert len(pseudo) == 48 and not aug["id"].duplicated().any()
