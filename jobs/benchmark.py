@@ -11,7 +11,11 @@ Subcommands:
     split (label consistency) and by the share of tokens changed. Examples
     (original -> masked -> generated) per label are stored with the figures.
 
-Further benchmarks (``pipeline``, ``throughput``) register themselves in ``SUBCOMMANDS``.
+``quick``
+    The few-shot study: the three arms, the dev-selected result, a frozen-encoder probe and
+    SetFit on the same rows, 3 settings x 5 seeds (``jobs/benchmark_quick.py``).
+
+Further benchmarks register themselves in ``SUBCOMMANDS``.
 Results are merged into the JSON file per dataset, so datasets can be run one at a time.
 """
 from __future__ import annotations
@@ -300,7 +304,9 @@ def add_generator(sub) -> None:
     p.set_defaults(func=run_generator)
 
 
-SUBCOMMANDS: List[Callable] = [add_generator]
+from jobs.benchmark_quick import add_quick  # noqa: E402
+
+SUBCOMMANDS: List[Callable] = [add_quick, add_generator]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -1,0 +1,274 @@
+"""``python jobs/benchmark.py quick``: the few-shot study, every arm and two peers on the same rows.
+
+Settings (the embedded MiniLM, 5 seeds each): SST-2 with 5 and 10 labelled sentences per class
+(as many dev rows per class), India-COVID-X with 10 % of its training split. For every setting
+and seed, on exactly the same sampled rows, dev set and test set:
+
+* ``probe``: logistic regression on the frozen encoder's pooled features (what a user tries first);
+* ``raw``: the classifier recipe, cross-entropy only (alpha = 0); it is also the proxy;
+* ``no_augmentation``: + the contrastive term L_c (the paper's "w/o D.A.");
+* ``augmented``: + DiffusionCLS pseudo samples (riding with their sources: same steps, same K);
+* ``dcls``: what the product hands the user: ``augmented`` when it beats the others on dev,
+  else the best arm without augmentation (``jobs.pipeline.select_arm``);
+* ``setfit``: SetFit 1.2 (``pip install dcls[peers]``) on the same encoder, its default
+  contrastive pairs capped at the arms' step budget, then its logistic-regression head.
+
+The arms run the same dcls_core functions as the Ray pipeline, in one process (no Ray start-up
+per fit on 2 cores). The generator warm-up is one per corpus (``warmup.corpus_only``: the
+dataset's training split, test texts excluded), cached and shared by every seed. Every run is
+appended to the results file as it finishes (a rerun skips what is there), with its rows,
+metrics and wall time. ``--jobs 2`` runs the SST-2 settings and India-COVID-X side by side with
+one torch thread each (on 2 cores that is faster than two threads for one process).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("benchmark.quick")
+
+COMMON = ["experiment=demo", "generator.warmup.corpus_only=true", "generator.warmup.max_steps=400"]
+SETTINGS: Dict[str, Dict[str, Any]] = {
+    "sst2_10shot": {"overrides": ["dataset=sst2", "data.protocol=k_shot", "data.k=10", "data.dev_k=10",
+                                  "generator.warmup.corpus=[sst2]"], "paper": {"raw": 61.82, "dcls": 68.29}},
+    "sst2_5shot": {"overrides": ["dataset=sst2", "data.protocol=k_shot", "data.k=5", "data.dev_k=5",
+                                 "generator.warmup.corpus=[sst2]"], "paper": {"raw": 54.38, "dcls": 65.30}},
+    "india_covid_x_10pct": {"overrides": ["dataset=india_covid_x", "data.protocol=fraction", "data.fraction=0.1",
+                                          "generator.warmup.corpus=[india_covid_x]"],
+                            # the paper reports macro-F1 at 5 % (44.89 -> 46.33) and 20 % (61.60 -> 63.44) only
+                            "paper": None},
+}
+SEEDS = [13, 42, 87, 21, 100]
+METHODS = ["probe", "raw", "no_augmentation", "augmented", "dcls", "setfit"]
+
+
+def _load(path: Path) -> Dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def _save(path: Path, data: Dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _brief(m: Dict[str, Any]) -> Dict[str, float]:
+    return {"accuracy": float(m["accuracy"]), "macro_f1": float(m["macro_f1"])}
+
+
+def run_setfit(model_path: str, train, test, names: List[str], seed: int, max_steps: int, batch_size: int
+               ) -> Dict[str, Any]:
+    """SetFit on the same rows: contrastive pairs (its defaults, at most ``max_steps`` steps), then its head."""
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from dcls_core.evaluation import classification_metrics
+
+    index = {n: i for i, n in enumerate(names)}
+    data = Dataset.from_dict({"text": train["text"].astype(str).tolist(),
+                              "label": [index[str(y)] for y in train["label"]]})
+    model = SetFitModel.from_pretrained(model_path)
+    with tempfile.TemporaryDirectory(prefix="dcls-setfit-") as tmp:  # its trainer writes checkpoints
+        args = TrainingArguments(output_dir=tmp, batch_size=batch_size, num_epochs=1, max_steps=max_steps,
+                                 seed=seed, report_to="none", show_progress_bar=False)
+        Trainer(model=model, args=args, train_dataset=data).train()
+    pred = model.predict(test["text"].astype(str).tolist(), as_numpy=True)
+    return classification_metrics(test["label"].astype(str).tolist(), [int(p) for p in pred], names)
+
+
+def run_one(setting: str, seed: int, done: set, record, cache_dir: Path) -> None:
+    """Every method of one (setting, seed); ``record(run)`` stores each as it finishes."""
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.classifier import init_head_from_probe
+    from dcls_core.config import load_config
+    from dcls_core.data import load_dataset
+    from dcls_core.models import embedded_model_path, load_classifier, load_tokenizer
+    from dcls_core.training import evaluate, fit_classifier
+    from jobs.pipeline import select_arm
+
+    cfg = load_config(COMMON + SETTINGS[setting]["overrides"] + [f"seed={seed}"])
+    bundle = load_dataset(cfg.dataset, cfg.data)
+    train, dev, test = bundle.train, bundle.dev, bundle.test
+    names, ml, ccfg = bundle.vocab.names, cfg.data.max_length, cfg.classifier
+    tok = load_tokenizer(cfg.model)
+    rows = {"train": len(train), "dev": len(dev), "test": len(test), "train_ids": sorted(train["id"].astype(str))}
+    steps = ccfg.steps_for(len(train))
+
+    def both(model) -> Dict[str, Any]:
+        return {"dev": _brief(evaluate(model, dev, tok, names, ml)), "test": _brief(evaluate(model, test, tok, names, ml))}
+
+    def emit(method: str, metrics: Dict[str, Any], seconds: float, **extra) -> None:
+        run = {"setting": setting, "method": method, "seed": seed, "rows": rows, "metrics": metrics,
+               "seconds": round(seconds, 1), **extra}
+        log.info("%s seed %d %-15s dev %.4f test acc %.4f (%.0fs)", setting, seed, method,
+                 metrics["dev"]["macro_f1"], metrics["test"]["accuracy"], seconds)
+        record(run)
+
+    def arm(alpha: float, pseudo=None):
+        start = time.time()
+        res = fit_classifier(load_classifier(cfg.model, len(names), seed), tok, train, dev, names,
+                             dataclasses.replace(ccfg, alpha=alpha), ml, seed, pseudo_df=pseudo)
+        return res, time.time() - start
+
+    arms: Dict[str, Any] = {}
+    if "probe" not in done:
+        start = time.time()
+        model = load_classifier(cfg.model, len(names), seed)
+        index = {n: i for i, n in enumerate(names)}
+        init_head_from_probe(model, tok, train["text"].tolist(), [index[str(y)] for y in train["label"]], ml,
+                             ccfg.probe_C)
+        emit("probe", both(model), time.time() - start)
+    need_arms = bool({"raw", "no_augmentation", "augmented", "dcls"} - done)
+    if need_arms:
+        raw, secs = arm(0.0)
+        arms["raw"] = both(raw.model)
+        emit("raw", arms["raw"], secs, steps=raw.steps, best_step=raw.best_step)
+        start = time.time()
+        augmenter = da.DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment, ccfg, ml, cache_dir,
+                                          cfg.data.resolved_root(), dev_df=dev, exclude_texts=test["text"].tolist())
+        pseudo = augmenter.augment(train, names, seed, proxy=raw.model)
+        gen_seconds = time.time() - start
+        noaug, secs = arm(ccfg.alpha)
+        arms["no_augmentation"] = both(noaug.model)
+        emit("no_augmentation", arms["no_augmentation"], secs, steps=noaug.steps, best_step=noaug.best_step)
+        aug, secs = arm(ccfg.alpha, pseudo)
+        arms["augmented"] = both(aug.model)
+        example = pseudo.iloc[0]
+        emit("augmented", arms["augmented"], secs + gen_seconds, steps=aug.steps, best_step=aug.best_step,
+             generation_seconds=round(gen_seconds, 1), pseudo_rows=len(pseudo),
+             pseudo_consistency=float(pseudo["consistency"].mean()),
+             warmup={k: augmenter.stats["warmup"].get(k) for k in ("cached", "steps", "seconds", "key")},
+             example={"original": str(train.set_index("id").loc[example["source_id"], "text"]),
+                      "pseudo": str(example["text"]), "changed_spans": list(map(list, example["changed_spans"]))})
+        choice = select_arm(arms, ccfg.fallback_on_dev)
+        emit("dcls", arms[choice["arm"]], 0.0, selected=choice["arm"], reason=choice["reason"])
+        del raw, noaug, aug
+    if "setfit" not in done:
+        start = time.time()
+        try:
+            m = run_setfit(str(embedded_model_path()), train, test, names, seed, steps, 16)
+            emit("setfit", {"dev": {"accuracy": float("nan"), "macro_f1": float("nan")}, "test": _brief(m)},
+                 time.time() - start, max_steps=steps)
+        except ImportError as exc:
+            log.warning("setfit is not installed (pip install 'dcls[peers]'): %s", exc)
+
+
+def run_settings(settings: List[str], seeds: List[int], out: Path, cache_dir: Path) -> None:
+    data = _load(out)
+    for setting in settings:
+        for seed in seeds:
+            done = {r["method"] for r in data["runs"] if r["setting"] == setting and r["seed"] == seed}
+            if set(METHODS) <= done:
+                continue
+
+            def record(run, data=data):
+                data["runs"].append(run)
+                _save(out, data)
+
+            run_one(setting, seed, done, record, cache_dir)
+
+
+def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean ± std (population std over seeds) of test accuracy and macro-F1 per setting and method."""
+    import numpy as np
+
+    table: Dict[str, Any] = {}
+    for setting in SETTINGS:
+        for method in METHODS:
+            sel = [r for r in runs if r["setting"] == setting and r["method"] == method]
+            if not sel:
+                continue
+            acc = np.array([r["metrics"]["test"]["accuracy"] for r in sel]) * 100
+            f1 = np.array([r["metrics"]["test"]["macro_f1"] for r in sel]) * 100
+            table.setdefault(setting, {})[method] = {
+                "n": len(sel), "accuracy_mean": round(float(acc.mean()), 2), "accuracy_std": round(float(acc.std()), 2),
+                "macro_f1_mean": round(float(f1.mean()), 2), "macro_f1_std": round(float(f1.std()), 2),
+                "seconds_mean": round(float(np.mean([r.get("seconds", 0.0) for r in sel])), 1)}
+    return table
+
+
+LABELS = {"probe": "probe (LR on frozen MiniLM)", "raw": "raw (alpha = 0)", "no_augmentation": "no_augmentation (L_c)",
+          "augmented": "augmented (DiffusionCLS)", "dcls": "dcls (dev-selected arm)", "setfit": "SetFit 1.2"}
+
+
+def markdown(summary: Dict[str, Any]) -> str:
+    """The results table: test accuracy and macro-F1, mean ± std over seeds, with the paper's numbers."""
+    lines = ["| setting | method | seeds | test accuracy % | test macro-F1 % | wall s / run | paper (accuracy %) |",
+             "|---|---|---|---|---|---|---|"]
+    for setting, methods in summary.items():
+        paper = SETTINGS[setting]["paper"] or {}
+        for method in METHODS:
+            m = methods.get(method)
+            if m is None:
+                continue
+            ref = {"raw": paper.get("raw"), "dcls": paper.get("dcls")}.get(method)
+            lines.append(f"| {setting} | {LABELS[method]} | {m['n']} | {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f} "
+                         f"| {m['macro_f1_mean']:.2f} ± {m['macro_f1_std']:.2f} | {m['seconds_mean']:.0f} "
+                         f"| {'' if ref is None else ref} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_quick(args: argparse.Namespace) -> None:
+    import torch
+
+    out = Path(args.out)
+    cache_dir = Path(args.cache_dir)
+    start = time.time()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.jobs > 1 and len(args.settings) > 1:
+        # one process per corpus group, one torch thread each; each writes its own part file
+        groups: Dict[str, List[str]] = {}
+        for s in args.settings:
+            groups.setdefault(s.split("_")[0], []).append(s)
+        procs = []
+        for name, settings in groups.items():
+            part = out.with_name(f"{out.stem}.part-{name}.json")
+            cmd = [sys.executable, str(REPO / "jobs" / "benchmark.py"), "quick", "--jobs", "1", "--threads", "1",
+                   "--out", str(part), "--cache-dir", str(cache_dir), "--settings", *settings,
+                   "--seeds", *map(str, args.seeds), "--no-summary"]
+            procs.append((part, subprocess.Popen(cmd)))
+        codes = [p.wait() for _, p in procs]
+        data = _load(out)
+        for part, _ in procs:
+            known = {(r["setting"], r["seed"], r["method"]) for r in data["runs"]}
+            data["runs"] += [r for r in _load(part)["runs"] if (r["setting"], r["seed"], r["method"]) not in known]
+        _save(out, data)
+        if any(codes):
+            raise SystemExit(f"a settings group failed (exit codes {codes}); finished runs are kept in {out}")
+    else:
+        run_settings(args.settings, args.seeds, out, cache_dir)
+    if args.no_summary:
+        return
+    data = _load(out)
+    data["summary"] = summarise(data["runs"])
+    data["paper"] = {s: v["paper"] for s, v in SETTINGS.items()}
+    data["wall_seconds_last_invocation"] = round(time.time() - start, 1)
+    data["protocol"] = {"seeds": args.seeds, "overrides": COMMON, "settings": {s: SETTINGS[s]["overrides"]
+                                                                                for s in SETTINGS}}
+    _save(out, data)
+    out.with_suffix(".md").write_text(markdown(data["summary"]))
+    print(markdown(data["summary"]))
+
+
+def add_quick(sub) -> None:
+    p = sub.add_parser("quick", help="few-shot arms + probe + SetFit, 3 settings x 5 seeds")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quick.json"))
+    p.add_argument("--cache-dir", default=str(REPO / "runs" / "cache"))
+    p.add_argument("--jobs", type=int, default=2, help="processes (settings grouped by corpus)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=run_quick)
