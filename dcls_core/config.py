@@ -170,7 +170,9 @@ class GeneratorConfig:
     # lambda > 0 masks label-critical tokens first (the paper); < 0 protects them (for generators
     # too weak to rebuild them); 0 is the plain linear schedule
     lam: float = 0.5
-    importance_norm: str = "max"  # raw (Eq. 1 values, the paper) | max | rank: see dcls_core.importance
+    # raw (Eq. 1 values, the paper) | max | rank: see dcls_core.importance. max makes lambda act as the
+    # paper's Fig. 2 draws it; not yet compared on dev (docs/results.md)
+    importance_norm: str = "max"
     group_size: int = 4
     group_index: int = 4  # 1-based: steps (g-1)*size+1 .. g*size
     epochs: int = 2

@@ -227,7 +227,13 @@ def run_quick(args: argparse.Namespace) -> None:
     start = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.jobs > 1 and len(args.settings) > 1:
+    if args.merge_only:  # a stopped run: merge what the groups finished and write the summary
+        data = _load(out)
+        for part in sorted(out.parent.glob(f"{out.stem}.part-*.json")):
+            known = {(r["setting"], r["seed"], r["method"]) for r in data["runs"]}
+            data["runs"] += [r for r in _load(part)["runs"] if (r["setting"], r["seed"], r["method"]) not in known]
+        _save(out, data)
+    elif args.jobs > 1 and len(args.settings) > 1:
         # one process per corpus group, one torch thread each; each writes its own part file
         groups: Dict[str, List[str]] = {}
         for s in args.settings:
@@ -254,7 +260,8 @@ def run_quick(args: argparse.Namespace) -> None:
     data = _load(out)
     data["summary"] = summarise(data["runs"])
     data["paper"] = {s: v["paper"] for s, v in SETTINGS.items()}
-    data["wall_seconds_last_invocation"] = round(time.time() - start, 1)
+    if not args.merge_only:
+        data["wall_seconds_last_invocation"] = round(time.time() - start, 1)
     data["protocol"] = {"seeds": args.seeds, "overrides": COMMON, "settings": {s: SETTINGS[s]["overrides"]
                                                                                 for s in SETTINGS}}
     _save(out, data)
@@ -271,4 +278,6 @@ def add_quick(sub) -> None:
     p.add_argument("--jobs", type=int, default=2, help="processes (settings grouped by corpus)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--merge-only", action="store_true",
+                   help="run nothing: merge the finished runs of the part files and rewrite the summary")
     p.set_defaults(func=run_quick)
