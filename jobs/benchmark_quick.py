@@ -180,13 +180,19 @@ def run_settings(settings: List[str], seeds: List[int], out: Path, cache_dir: Pa
 
 
 def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Mean ± std (population std over seeds) of test accuracy and macro-F1 per setting and method."""
+    """Mean ± std (population std over seeds) of test accuracy and macro-F1 per setting and method,
+    over the seeds where every method finished (so all methods are compared on the same seeds)."""
     import numpy as np
 
+    done: Dict[Any, set] = {}
+    for r in runs:
+        done.setdefault((r["setting"], r["seed"]), set()).add(r["method"])
+    complete = {key for key, methods in done.items() if set(METHODS) <= methods}
     table: Dict[str, Any] = {}
     for setting in SETTINGS:
         for method in METHODS:
-            sel = [r for r in runs if r["setting"] == setting and r["method"] == method]
+            sel = [r for r in runs if r["setting"] == setting and r["method"] == method
+                   and (setting, r["seed"]) in complete]
             if not sel:
                 continue
             acc = np.array([r["metrics"]["test"]["accuracy"] for r in sel]) * 100
