@@ -227,6 +227,14 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, num_labels: int, C: floa
     return weight, bias
 
 
+def init_head_from_frame(model: PooledClassifier, tokenizer, frame, label_names: Sequence[str], max_length: int,
+                         C: float = 1.0) -> None:
+    """``init_head_from_probe`` on a schema frame (``text``, ``label`` = class names)."""
+    index = {str(n): i for i, n in enumerate(label_names)}
+    init_head_from_probe(model, tokenizer, frame["text"].astype(str).tolist(),
+                         [index[str(y)] for y in frame["label"]], max_length, C)
+
+
 def init_head_from_probe(model: PooledClassifier, tokenizer, texts: Sequence[str], label_ids: Sequence[int],
                          max_length: int, C: float = 1.0) -> None:
     """Set ``model.head`` to the logistic-regression probe of its frozen pooled features."""
@@ -235,3 +243,14 @@ def init_head_from_probe(model: PooledClassifier, tokenizer, texts: Sequence[str
     with torch.no_grad():
         model.head.weight.copy_(torch.as_tensor(w))
         model.head.bias.copy_(torch.as_tensor(b))
+
+
+def probe_classifier(model_cfg, train_df, label_names: Sequence[str], max_length: int, C: float = 1.0,
+                     seed: int = 0) -> PooledClassifier:
+    """The peer a user tries first: the frozen encoder with a logistic-regression head on its pooled
+    features (exactly the arms' step-0 model with ``classifier.head_init=probe``)."""
+    from dcls_core.models import load_classifier, load_tokenizer
+
+    model = load_classifier(model_cfg, len(label_names), seed)
+    init_head_from_frame(model, load_tokenizer(model_cfg), train_df, label_names, max_length, C)
+    return model.eval()

@@ -201,7 +201,7 @@ class DiffusionAugmenter:
         from dcls_core.models import load_classifier, load_tokenizer
         from dcls_core.prompting import add_label_tokens
         from dcls_core.training import train_proxy
-        from dcls_core.warmup import corpus_texts, load_or_warmup
+        from dcls_core.warmup import load_or_warmup, run_corpus
 
         tok = load_tokenizer(self.model_cfg)
         if proxy is None:
@@ -209,13 +209,9 @@ class DiffusionAugmenter:
             train_proxy(proxy, tok, train_df, self.dev_df, label_names, self.classifier_cfg, self.max_length, seed)
         importance = [normalise_importance(v, self.generator_cfg.importance_norm)
                       for v in score_frame(proxy, tok, train_df, self.max_length)]
-        warm_cfg = self.generator_cfg.warmup
-        if warm_cfg.corpus_only:  # one warm-up per corpus, shared by every seed and row sample
-            texts = corpus_texts(warm_cfg, [], self.data_root, exclude=self.exclude_texts)
-        else:
-            dev_texts = self.dev_df["text"].tolist() if self.dev_df is not None else []
-            texts = corpus_texts(warm_cfg, train_df["text"].tolist(), self.data_root,
-                                 exclude=self.exclude_texts + dev_texts)
+        texts = run_corpus(self.generator_cfg.warmup, train_df["text"].tolist(),
+                           self.dev_df["text"].tolist() if self.dev_df is not None else [], self.exclude_texts,
+                           self.data_root)
         gen, gen_tok, wstats = load_or_warmup(self.model_cfg, self.generator_cfg.warmup, texts,
                                               self.cache_dir, seed)
         if self.generator_cfg.init_from_proxy and wstats.get("skipped"):

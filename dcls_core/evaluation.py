@@ -11,7 +11,11 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ["classification_metrics", "to_label_ids"]
+__all__ = ["classification_metrics", "to_label_ids", "ARMS", "select_arm"]
+
+# the classifier arms of a run (dcls_core.training trains them alike): cross-entropy only, + L_c,
+# + L_c and pseudo samples
+ARMS = ("raw", "no_augmentation", "augmented")
 
 
 def to_label_ids(values: Sequence[Any], label_names: Sequence[str]) -> np.ndarray:
@@ -75,3 +79,22 @@ def classification_metrics(y_true: Sequence[Any], y_pred: Sequence[Any],
         },
         "confusion": confusion.tolist(),
     }
+
+
+def select_arm(metrics: Dict[str, Any], fallback: bool) -> Dict[str, Any]:
+    """The arm the run recommends: ``augmented`` when it is strictly better on dev macro-F1 than
+    every arm without augmentation (or when ``fallback`` is off), else the best of those."""
+    dev = {arm: metrics[arm]["dev"]["macro_f1"] for arm in ARMS if arm in metrics and "dev" in metrics[arm]}
+    plain = {a: f for a, f in dev.items() if a != "augmented"}
+    if "augmented" not in dev or not plain:
+        arm = max(dev, key=lambda a: (dev[a], a == "raw")) if dev else "raw"
+        return {"arm": arm, "dev_macro_f1": dev, "reason": "no augmented arm" if "augmented" not in dev
+                else "no dev data"}
+    best_plain = max(plain, key=lambda a: (plain[a], a == "raw"))
+    if not fallback or dev["augmented"] > plain[best_plain]:
+        reason = ("fallback_on_dev is off" if not fallback else
+                  f"augmentation improved dev macro-F1 ({dev['augmented']:.4f} > {plain[best_plain]:.4f})")
+        return {"arm": "augmented", "dev_macro_f1": dev, "reason": reason}
+    return {"arm": best_plain, "dev_macro_f1": dev,
+            "reason": f"augmentation did not improve dev macro-F1 ({dev['augmented']:.4f} <= "
+                      f"{plain[best_plain]:.4f} for {best_plain}): falling back to {best_plain}"}

@@ -29,7 +29,6 @@ import copy
 import logging
 import math
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -342,11 +341,9 @@ def fit_classifier(model: nn.Module, tokenizer, train_df: pd.DataFrame,
 
     set_seed(seed)
     if init_head and cfg.head_init == "probe" and hasattr(model, "head"):
-        from dcls_core.classifier import init_head_from_probe
+        from dcls_core.classifier import init_head_from_frame
 
-        index = {n: i for i, n in enumerate(names)}
-        init_head_from_probe(model, tokenizer, originals["text"].astype(str).tolist(),
-                             [index[str(y)] for y in originals["label"]], max_length, cfg.probe_C)
+        init_head_from_frame(model, tokenizer, originals, names, max_length, cfg.probe_C)
     if stepper is None:
         stepper = LocalStepper(model, cfg.lr, cfg.weight_decay, max_grad_norm, schedule,
                                int(round(warmup_ratio * total)), total)

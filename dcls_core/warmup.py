@@ -197,6 +197,16 @@ def corpus_texts(warmup_cfg: WarmupConfig, train_texts: Sequence[str], data_root
     return base + extra
 
 
+def run_corpus(warmup_cfg: WarmupConfig, train_texts: Sequence[str], dev_texts: Sequence[str],
+               test_texts: Sequence[str], data_root: Union[str, Path, None] = None) -> List[str]:
+    """A run's warm-up corpus: its training texts + the corpus, dev and test texts excluded; with
+    ``corpus_only`` the corpus alone minus test texts (one warm-up per corpus, shared by every seed
+    and row sample; unlabelled dev texts may be in it)."""
+    if warmup_cfg.corpus_only:
+        return corpus_texts(warmup_cfg, [], data_root, exclude=list(test_texts))
+    return corpus_texts(warmup_cfg, train_texts, data_root, exclude=list(dev_texts) + list(test_texts))
+
+
 # --------------------------------------------------------------------------- head plumbing
 
 

@@ -9,7 +9,7 @@ and seed, on exactly the same sampled rows, dev set and test set:
 * ``no_augmentation``: + the contrastive term L_c (the paper's "w/o D.A.");
 * ``augmented``: + DiffusionCLS pseudo samples (riding with their sources: same steps, same K);
 * ``dcls``: what the product hands the user: ``augmented`` when it beats the others on dev,
-  else the best arm without augmentation (``jobs.pipeline.select_arm``);
+  else the best arm without augmentation (``dcls_core.evaluation.select_arm``);
 * ``setfit``: SetFit 1.2 (``pip install dcls[peers]``) on the same encoder, its default
   contrastive pairs capped at the arms' step budget, then its logistic-regression head.
 
@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmark.quick")
@@ -90,12 +90,12 @@ def run_setfit(model_path: str, train, test, names: List[str], seed: int, max_st
 def run_one(setting: str, seed: int, done: set, record, cache_dir: Path) -> None:
     """Every method of one (setting, seed); ``record(run)`` stores each as it finishes."""
     from dcls_core import diffusion_augmenter as da
-    from dcls_core.classifier import init_head_from_probe
+    from dcls_core.classifier import probe_classifier
     from dcls_core.config import load_config
     from dcls_core.data import load_dataset
+    from dcls_core.evaluation import select_arm
     from dcls_core.models import embedded_model_path, load_classifier, load_tokenizer
     from dcls_core.training import evaluate, fit_classifier
-    from jobs.pipeline import select_arm
 
     cfg = load_config(COMMON + SETTINGS[setting]["overrides"] + [f"seed={seed}"])
     bundle = load_dataset(cfg.dataset, cfg.data)
@@ -124,10 +124,7 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path) -> None
     arms: Dict[str, Any] = {}
     if "probe" not in done:
         start = time.time()
-        model = load_classifier(cfg.model, len(names), seed)
-        index = {n: i for i, n in enumerate(names)}
-        init_head_from_probe(model, tok, train["text"].tolist(), [index[str(y)] for y in train["label"]], ml,
-                             ccfg.probe_C)
+        model = probe_classifier(cfg.model, train, names, ml, ccfg.probe_C, seed)
         emit("probe", both(model), time.time() - start)
     need_arms = bool({"raw", "no_augmentation", "augmented", "dcls"} - done)
     if need_arms:

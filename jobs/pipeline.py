@@ -63,7 +63,6 @@ def prepare(cfg_like: Any):
 
 
 FITS = ("proxy", "generator", "raw", "no_augmentation", "augmented")
-ARMS = ("raw", "no_augmentation", "augmented")
 
 
 def _check_warmup_corpus(cfg: Config) -> None:
@@ -144,25 +143,6 @@ def classifier_config(cfg: Config, names, train, dev, ccfg: ClassifierConfig) ->
         "train": _records(train), "dev": _records(dev), "max_length": cfg.data.max_length,
         "classifier": dataclasses.asdict(ccfg), "mode": "static",
     }
-
-
-def select_arm(metrics: Dict[str, Any], fallback: bool) -> Dict[str, Any]:
-    """The arm the run recommends: ``augmented`` when it is strictly better on dev macro-F1 than
-    every arm without augmentation (or when ``fallback`` is off), else the best of those."""
-    dev = {arm: metrics[arm]["dev"]["macro_f1"] for arm in ARMS if arm in metrics and "dev" in metrics[arm]}
-    plain = {a: f for a, f in dev.items() if a != "augmented"}
-    if "augmented" not in dev or not plain:
-        arm = max(dev, key=lambda a: (dev[a], a == "raw")) if dev else "raw"
-        return {"arm": arm, "dev_macro_f1": dev, "reason": "no augmented arm" if "augmented" not in dev
-                else "no dev data"}
-    best_plain = max(plain, key=lambda a: (plain[a], a == "raw"))
-    if not fallback or dev["augmented"] > plain[best_plain]:
-        reason = ("fallback_on_dev is off" if not fallback else
-                  f"augmentation improved dev macro-F1 ({dev['augmented']:.4f} > {plain[best_plain]:.4f})")
-        return {"arm": "augmented", "dev_macro_f1": dev, "reason": reason}
-    return {"arm": best_plain, "dev_macro_f1": dev,
-            "reason": f"augmentation did not improve dev macro-F1 ({dev['augmented']:.4f} <= "
-                      f"{plain[best_plain]:.4f} for {best_plain}): falling back to {best_plain}"}
 
 
 def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
@@ -296,6 +276,9 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
 
     # evaluation (dev + test) of the arms and the probe, the recommended arm, the augmented data set
     def evaluation_fn(d: Path):
+        from dcls_core.classifier import probe_classifier
+        from dcls_core.evaluation import select_arm
+        from dcls_core.models import load_tokenizer
         from dcls_core.training import evaluate
 
         metrics: Dict[str, Any] = {"best_step": {}}
@@ -303,8 +286,11 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
             model, tok = da.load_classifier_checkpoint(stage.file("model"))
             metrics[arm] = {split: evaluate(model, frame, tok, names, ml)
                             for split, frame in (("dev", dev), ("test", test)) if len(frame)}
-            metrics["best_step"][arm] = _best_step(stage)
-        metrics["probe"] = probe_metrics(cfg, names, train, {"dev": dev, "test": test})
+            metrics["best_step"][arm] = read_json(stage.file("model") / "fit.json")["best_step"]
+        probe = probe_classifier(cfg.model, train, names, ml, cfg.classifier.probe_C, cfg.seed)
+        probe_tok = load_tokenizer(cfg.model)
+        metrics["probe"] = {split: evaluate(probe, frame, probe_tok, names, ml)
+                            for split, frame in (("dev", dev), ("test", test)) if len(frame)}
         if consistency_model is not None:
             history = read_json(Path(consistency_model) / "history.json")
             metrics["proxy"] = {"dev_accuracy_at_start": history[0].get("dev_accuracy"),
@@ -341,15 +327,12 @@ def warmup_remote(cfg: Config, train, dev, test) -> Dict[str, Any]:
     """The generator warm-up as one Ray task (cached under ``cache_dir``: shared by runs and trials)."""
     import ray
 
-    from dcls_core.warmup import corpus_texts, needs_warmup
+    from dcls_core.warmup import needs_warmup, run_corpus
 
     if not needs_warmup(cfg.model, cfg.generator.warmup):
         return {"skipped": True}
-    if cfg.generator.warmup.corpus_only:  # one warm-up per corpus: nothing of this run's rows but the test ban
-        texts = corpus_texts(cfg.generator.warmup, [], cfg.data.resolved_root(), exclude=list(test["text"]))
-    else:
-        texts = corpus_texts(cfg.generator.warmup, train["text"].tolist(), cfg.data.resolved_root(),
-                             exclude=list(dev["text"]) + list(test["text"]))
+    texts = run_corpus(cfg.generator.warmup, train["text"].tolist(), dev["text"].tolist(), test["text"].tolist(),
+                       cfg.data.resolved_root())
 
     @ray.remote(num_cpus=1, max_retries=1)
     def _warm(model_cfg, warmup_cfg, texts, cache, seed, threads):
@@ -372,35 +355,11 @@ def warmup_remote(cfg: Config, train, dev, test) -> Dict[str, Any]:
                                 cfg.ray.warmup_threads))
 
 
-def _best_step(stage) -> Optional[int]:
-    """The step whose weights a fit kept (best dev macro-F1, earliest on ties)."""
-    history = read_json(stage.file("model") / "history.json")
-    scored = [h for h in history if "dev_macro_f1" in h]
-    if not scored:
-        return history[-1]["step"] if history else None
-    best = max(h["dev_macro_f1"] for h in scored)
-    return next(h["step"] for h in scored if h["dev_macro_f1"] == best)
-
-
-def probe_metrics(cfg: Config, names, train: pd.DataFrame, frames: Dict[str, pd.DataFrame]) -> Dict[str, Any]:
-    """The peer a user tries first: logistic regression on the frozen encoder's pooled features
-    (exactly the arms' step-0 model when ``classifier.head_init=probe``)."""
-    from dcls_core.classifier import init_head_from_probe
-    from dcls_core.models import load_classifier, load_tokenizer
-    from dcls_core.training import evaluate
-
-    tok = load_tokenizer(cfg.model)
-    model = load_classifier(cfg.model, len(names), cfg.seed)
-    index = {n: i for i, n in enumerate(names)}
-    init_head_from_probe(model, tok, train["text"].astype(str).tolist(), [index[str(y)] for y in train["label"]],
-                         cfg.data.max_length, cfg.classifier.probe_C)
-    return {split: evaluate(model, frame, tok, names, cfg.data.max_length) for split, frame in frames.items()
-            if len(frame)}
-
-
 def metrics_table(metrics: Dict[str, Any]) -> str:
     """Arms and probe side by side (the demo prints it), and the arm the run recommends."""
     lines = ["| classifier | split | accuracy | macro-F1 |", "|---|---|---|---|"]
+    from dcls_core.evaluation import ARMS
+
     for key in ("probe",) + ARMS:
         for split in ("dev", "test"):
             m = metrics.get(key, {}).get(split)

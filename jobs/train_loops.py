@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pandas as pd
 import torch
@@ -54,7 +54,7 @@ def classifier_loop(config: Dict[str, Any]) -> None:
     """Proxy or one classifier arm: ``dcls_core.training.fit_classifier`` with the Ray ``Engine``
     as its stepper (the same loop ``dcls augment`` and the benchmarks run in one process)."""
     from dcls_core import diffusion_augmenter as da
-    from dcls_core.classifier import init_head_from_probe
+    from dcls_core.classifier import init_head_from_frame
     from dcls_core.config import ClassifierConfig, ModelConfig
     from dcls_core.importance import normalise_importance
     from dcls_core.models import load_classifier, load_tokenizer
@@ -70,18 +70,16 @@ def classifier_loop(config: Dict[str, Any]) -> None:
     pseudo_df = _frame(config.get("pseudo"))
     max_length = int(config["max_length"])
     if ccfg.head_init == "probe":  # before wrapping: every rank computes the same probe
-        index = {n: i for i, n in enumerate(names)}
-        init_head_from_probe(model, tokenizer, train_df["text"].astype(str).tolist(),
-                             [index[str(y)] for y in train_df["label"]], max_length, ccfg.probe_C)
+        init_head_from_frame(model, tokenizer, train_df, names, max_length, ccfg.probe_C)
     engine = rt.Engine(model, ray_cfg, lr=ccfg.lr, weight_decay=ccfg.weight_decay, batch_size=ccfg.batch_size)
 
-    regenerate = None
+    regenerate: Optional[Callable] = None
     if config.get("mode") == "reflective":
         gen_state = da.load_generator_checkpoint(config["generator_checkpoint"], names)
         sources = _frame(config["sources"])
         rounds = {"n": 0}
 
-        def regenerate(current):
+        def regenerate_from(current):
             # importance from the classifier being trained, this rank's share of the sources
             rounds["n"] += 1
             mine = pd.DataFrame.from_records(rt.shard(sources.to_dict("records"), rank, world)) if world > 1 \
@@ -92,6 +90,8 @@ def classifier_loop(config: Dict[str, Any]) -> None:
                                            for v in raw])
             fresh = da.generate_for_plan(gen_state, mine, config["generator"], max_length, seed + 1000 * rounds["n"])
             return _gather_frames(fresh, world).drop_duplicates("id").sort_values("id").reset_index(drop=True)
+
+        regenerate = regenerate_from
 
     def on_eval(record, _model):
         if rank == 0:
@@ -116,6 +116,7 @@ def classifier_loop(config: Dict[str, Any]) -> None:
         engine.unwrapped.save_pretrained(folder, state_dict=final_state, label_names=names)
         tokenizer.save_pretrained(str(folder))
         (folder / "history.json").write_text(json.dumps(result.history, indent=1, default=str))
+        (folder / "fit.json").write_text(json.dumps(metrics, indent=1, default=str))
         if last_pseudo is not None:
             last_pseudo.to_parquet(folder / "pseudo.parquet", index=False)
 
