@@ -239,7 +239,8 @@ class ClassifierConfig:
     Every arm trains ``steps_for(n_originals)`` steps of ``batch_size`` originals; an
     original's pseudo samples ride in its batch (``pseudo_per_step`` of them), so arms with and
     without augmentation take the same steps and L_c sees the same K originals per batch.
-    Defaults: chosen on dev (docs/results.md); the paper presets set their own.
+    Defaults: from dev curves of one-off scratch runs (docs/results.md, not rerunnable from the
+    repository); the paper presets set their own.
     """
 
     epochs: int = 10  # passes over the originals ...
