@@ -184,6 +184,9 @@ class GeneratorConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 0.9
+    # the label prompt (Sec. 3.2); false: every row gets the same neutral prompt token, so the
+    # generator sees no label (the paper's "w/o label prompting" ablation; same sequence layout)
+    label_prompt: bool = True
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
     def __post_init__(self) -> None:

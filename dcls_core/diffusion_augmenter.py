@@ -47,15 +47,16 @@ def load_classifier_checkpoint(path: PathLike):
     return PooledClassifier.from_pretrained(path), AutoTokenizer.from_pretrained(str(path))
 
 
-def load_generator_checkpoint(path: PathLike, label_names: Sequence[str]) -> Dict[str, Any]:
+def load_generator_checkpoint(path: PathLike, label_names: Sequence[str], label_prompt: bool = True) -> Dict[str, Any]:
+    """``label_prompt``: the generator's ``generator.label_prompt`` (False: the shared no-label prompt)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from dcls_core.prompting import add_label_tokens
+    from dcls_core.prompting import prompt_token_ids
 
     model = AutoModelForMaskedLM.from_pretrained(str(path), attn_implementation="eager")
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    label_token_ids = add_label_tokens(tokenizer, model, list(label_names))  # reuses saved tokens
+    label_token_ids = prompt_token_ids(tokenizer, model, list(label_names), label_prompt)  # reuses saved tokens
     return {"model": model, "tokenizer": tokenizer, "label_token_ids": label_token_ids}
 
 
@@ -199,7 +200,7 @@ class DiffusionAugmenter:
         from dcls_core.diffusion import train_generator
         from dcls_core.importance import normalise_importance
         from dcls_core.models import load_classifier, load_tokenizer
-        from dcls_core.prompting import add_label_tokens
+        from dcls_core.prompting import prompt_token_ids
         from dcls_core.training import train_proxy
         from dcls_core.warmup import load_or_warmup, run_corpus
 
@@ -216,7 +217,7 @@ class DiffusionAugmenter:
                                               self.cache_dir, seed)
         if self.generator_cfg.init_from_proxy and wstats.get("skipped"):
             init_encoder_from(gen, proxy)
-        label_ids = add_label_tokens(gen_tok, gen, label_names)
+        label_ids = prompt_token_ids(gen_tok, gen, label_names, self.generator_cfg.label_prompt)
         frame = train_df.reset_index(drop=True)
         gstats = train_generator(gen, gen_tok, frame, list(importance), label_ids, self.generator_cfg, seed,
                                  max_length=self.max_length)

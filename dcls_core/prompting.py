@@ -84,6 +84,22 @@ def add_label_tokens(tokenizer, model: Optional[nn.Module],
     return ids
 
 
+# The prompt of every row when label prompting is off (generator.label_prompt=false): the same
+# layout, one shared token that carries no label.
+NO_LABEL = "*"
+
+
+def prompt_token_ids(tokenizer, model: Optional[nn.Module], label_names: Sequence[str],
+                     label_prompt: bool = True) -> Dict[str, int]:
+    """``{label name: prompt token id}`` for ``encode_prompted``: one token per class
+    (``add_label_tokens``), or with ``label_prompt=False`` the shared ``<label:*>`` for every class
+    (the "w/o label prompting" ablation)."""
+    if label_prompt:
+        return add_label_tokens(tokenizer, model, label_names)
+    shared = add_label_tokens(tokenizer, model, [NO_LABEL])[NO_LABEL]
+    return {name: shared for name in label_names}
+
+
 def _text_positions(enc, row: int, segment: int) -> List[bool]:
     seq = enc.sequence_ids(row)
     return [s == segment for s in seq]
@@ -103,13 +119,16 @@ def encode_prompted(tokenizer, texts: Sequence[str], labels: Sequence[str],
     unknown = sorted({str(y) for y in labels} - set(label_token_ids))
     if unknown:
         raise PromptingError(f"no label token for {unknown}; call add_label_tokens first")
-    prompts = [label_token(y) for y in labels]
+    # the prompt is whatever token the mapping gives (one per class, or the shared no-label token)
+    prompts = tokenizer.convert_ids_to_tokens([int(label_token_ids[str(y)]) for y in labels])
+    if any(p is None for p in prompts):
+        raise PromptingError("a label token id is not in this tokenizer: was add_label_tokens called on it?")
     enc = tokenizer(prompts, [str(x) for x in texts], truncation="only_second",
                     max_length=max_length, padding=True, return_special_tokens_mask=True,
                     return_tensors="pt")
     input_ids = enc["input_ids"]
     attention = enc["attention_mask"]
-    prompt_ids = torch.tensor([label_token_ids[y] for y in labels], dtype=torch.long)
+    prompt_ids = torch.tensor([label_token_ids[str(y)] for y in labels], dtype=torch.long)
     prompt_mask = (input_ids == prompt_ids[:, None]) & attention.bool()
     if not bool((prompt_mask.sum(1) >= 1).all()):
         raise PromptingError("label token not found in the prompted encoding: was "

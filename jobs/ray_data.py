@@ -178,7 +178,8 @@ class PseudoSampleGenerator:
         _set_threads(threads)
         from dcls_core import diffusion_augmenter as da
 
-        self.state = da.load_generator_checkpoint(checkpoint, label_names)
+        self.state = da.load_generator_checkpoint(checkpoint, label_names,
+                                                  bool(generator_cfg.get("label_prompt", True)))
         self.state["model"] = _to_device(self.state["model"])
         self.generator_cfg = generator_cfg
         self.max_length = max_length

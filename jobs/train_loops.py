@@ -75,7 +75,8 @@ def classifier_loop(config: Dict[str, Any]) -> None:
 
     regenerate: Optional[Callable] = None
     if config.get("mode") == "reflective":
-        gen_state = da.load_generator_checkpoint(config["generator_checkpoint"], names)
+        gen_state = da.load_generator_checkpoint(config["generator_checkpoint"], names,
+                                                 bool(config["generator"].get("label_prompt", True)))
         sources = _frame(config["sources"])
         rounds = {"n": 0}
 
@@ -146,7 +147,7 @@ def generator_loop(config: Dict[str, Any]) -> None:
     from dcls_core.config import ModelConfig
     from dcls_core.diffusion import GeneratorCollator, GeneratorDataset, batch_to, diffusion_loss
     from dcls_core.models import load_masked_lm, load_tokenizer
-    from dcls_core.prompting import add_label_tokens
+    from dcls_core.prompting import prompt_token_ids
 
     ray_cfg, rank, world, seed, names = _worker_start(config)
     gen_cfg = config["generator"]
@@ -164,7 +165,7 @@ def generator_loop(config: Dict[str, Any]) -> None:
         if rank == 0:
             log.info("generator: encoder initialised from the proxy (%d tensors)", copied)
         del proxy
-    label_ids = add_label_tokens(tokenizer, model, names)
+    label_ids = prompt_token_ids(tokenizer, model, names, bool(gen_cfg.get("label_prompt", True)))
     frame = _frame(config["train"])
     rows = rt.shard(list(range(len(frame))), rank, world)
     mine = frame.iloc[rows].reset_index(drop=True)
