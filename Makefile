@@ -16,11 +16,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-.PHONY: install demo test
-install: $(STAMP)
+# WordNet for the eda augmenter: Debian's wordnet-base, read through nltk (dcls_core/baselines.py)
+WORDNET_DIR ?= /usr/share/wordnet
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: install demo test wordnet
+install: $(STAMP) wordnet
+
+wordnet:
+	@test -f $(WORDNET_DIR)/data.noun || { \
+	  echo "installing Debian's wordnet-base (WordNet for augment.method=eda)"; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends wordnet-base >/dev/null || \
+	  { $(SUDO) apt-get update -q >/dev/null && \
+	    $(SUDO) apt-get install -y -q --no-install-recommends wordnet-base >/dev/null; }; }
+	@test -f $(WORDNET_DIR)/data.noun || { echo "error: no WordNet in $(WORDNET_DIR): install Debian's" \
+	  "wordnet-base (apt-get install wordnet-base), or set WORDNET_DIR and augment.eda.wordnet_dir"; exit 1; }
 
 demo: $(STAMP)
 	$(PY) jobs/pipeline.py experiment=demo $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) wordnet
 	$(PY) -m pytest -q $(ARGS)

@@ -13,10 +13,15 @@ them::
         def augment(self, train_df, label_names, seed): ...
 
     aug = get_augmenter("eda", n=4)
+
+Built in: ``none`` (here), ``diffusion`` (``diffusion_augmenter``) and the baselines ``eda``,
+``aeda``, ``mlm``, ``resample``, ``backtranslation`` (``baselines``); their modules are imported
+on the first lookup. ``augmenter_from_config(cfg)`` builds the configured one with the run's configs.
 """
 from __future__ import annotations
 
 import logging
+import importlib
 from typing import Any, Callable, Dict, List, Protocol, TypeVar, runtime_checkable
 
 import pandas as pd
@@ -24,7 +29,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 __all__ = ["PSEUDO_COLUMNS", "Augmenter", "NoAugmenter", "empty_pseudo_frame", "register_augmenter",
-           "get_augmenter", "available_augmenters"]
+           "get_augmenter", "available_augmenters", "augmenter_from_config", "uses_masked_lm"]
 
 PSEUDO_COLUMNS: List[str] = ["id", "text", "label", "split", "is_pseudo", "source_id", "step",
                              "mask_ratio", "changed_ratio", "changed_spans"]
@@ -53,6 +58,19 @@ def empty_pseudo_frame() -> pd.DataFrame:
 
 _REGISTRY: Dict[str, Callable[..., Augmenter]] = {}
 T = TypeVar("T")
+# modules whose import registers the built-in augmenters (imported lazily: they import this module)
+_BUILTIN_MODULES = ("dcls_core.diffusion_augmenter", "dcls_core.baselines")
+# methods that start from the run's (warmed-up) masked LM, so the pipeline runs the warm-up for them
+_MASKED_LM_METHODS = ("diffusion", "mlm")
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def uses_masked_lm(method: str) -> bool:
+    return method in _MASKED_LM_METHODS
 
 
 def register_augmenter(name: str) -> Callable[[T], T]:
@@ -66,11 +84,13 @@ def register_augmenter(name: str) -> Callable[[T], T]:
 
 
 def available_augmenters() -> List[str]:
+    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def get_augmenter(name: str, **kwargs: Any) -> Augmenter:
     """Build the augmenter registered under ``name`` (KeyError listing the known names)."""
+    _load_builtins()
     if name not in _REGISTRY:
         raise KeyError(f"unknown augmenter {name!r}; registered: {available_augmenters()}")
     return _REGISTRY[name](**kwargs)
@@ -87,3 +107,15 @@ class NoAugmenter:
 
     def augment(self, train_df: pd.DataFrame, label_names: List[str], seed: int) -> pd.DataFrame:
         return empty_pseudo_frame()
+
+
+def augmenter_from_config(cfg: Any, **runtime: Any) -> Augmenter:
+    """The augmenter ``cfg.augment.method`` names, given the run's configs (a ``Config``) as keywords:
+    ``model_cfg, generator_cfg, augment_cfg, classifier_cfg, max_length, data_root``; ``runtime`` adds
+    or overrides (``cache_dir``, ``dev_df``, ``exclude_texts``, ``checkpoint``). Every augmenter accepts
+    these keywords and ignores the ones it does not use."""
+    kwargs: Dict[str, Any] = {"model_cfg": cfg.model, "generator_cfg": cfg.generator, "augment_cfg": cfg.augment,
+                              "classifier_cfg": cfg.classifier, "max_length": cfg.data.max_length,
+                              "data_root": cfg.data.resolved_root()}
+    kwargs.update(runtime)
+    return get_augmenter(cfg.augment.method, **kwargs)

@@ -146,7 +146,12 @@ def augment_inputs(args: argparse.Namespace):
     path = Path(args.input).expanduser()
     if not path.exists():
         raise DataError(f"input file not found: {path.resolve()}")
-    cfg = compose(list(args.overrides))
+    overrides = list(args.overrides)
+    if getattr(args, "method", None):  # --method NAME is augment.method=NAME
+        if "augment.method" in _override_keys(overrides):
+            raise ConfigError("--method and augment.method= both given; give the method once")
+        overrides.append(f"augment.method={args.method}")
+    cfg = compose(overrides)
     fmt = infer_format(path)
     cfg.dataset = DatasetConfig(name=path.stem, format=fmt, files={"train": str(path.resolve())},
                                 text_column=args.text_column, label_column=args.label_column,
@@ -163,17 +168,19 @@ def augment_inputs(args: argparse.Namespace):
 def _augment(args: argparse.Namespace) -> int:
     from dcls_core import diffusion_augmenter as da
     from dcls_core.artifacts import atomic_write_parquet
+    from dcls_core.augment import augmenter_from_config, available_augmenters
+    from dcls_core.baselines import ensure_available
 
     cfg, bundle, originals = augment_inputs(args)
-    if cfg.augment.method != "diffusion":
-        raise ConfigError(f"augment.method={cfg.augment.method!r}: dcls augment runs the diffusion augmenter")
+    if cfg.augment.method not in available_augmenters():
+        raise ConfigError(f"augment.method={cfg.augment.method!r} is not a registered augmenter: use one of "
+                          f"{available_augmenters()}")
+    ensure_available(cfg.augment)  # e.g. EDA without WordNet: the message names the package
     out = Path(args.output).expanduser()
     if out.suffix != ".parquet":
         raise ConfigError(f"--output {out}: must end in .parquet")
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path(cfg.storage_path).expanduser() / "cache"
-    augmenter = da.DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment, cfg.classifier,
-                                      max_length=cfg.data.max_length, cache_dir=cache,
-                                      data_root=cfg.data.resolved_root(), dev_df=bundle.dev)
+    augmenter = augmenter_from_config(cfg, cache_dir=cache, dev_df=bundle.dev)
     names = bundle.vocab.names
     pseudo = augmenter.augment(originals, names, cfg.seed)
     frame = da.augmented_frame(originals, pseudo)
@@ -190,6 +197,9 @@ def _add_augment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default="label", help="column holding the label (default label)")
     parser.add_argument("--id-column", default=None, help="optional column of row ids")
     parser.add_argument("--output", required=True, help="where to write augmented.parquet")
+    parser.add_argument("--method", default=None,
+                        help="the augmenter: diffusion (default), eda, aeda, mlm, resample, backtranslation, none "
+                             "(the same as augment.method=NAME)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="Hydra overrides, e.g. model=tiny augment.n=2 generator.warmup.max_seconds=300")
 

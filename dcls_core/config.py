@@ -216,15 +216,94 @@ class GeneratorConfig:
 
 
 @dataclass
+class EDAConfig:
+    """EDA (Wei & Zou 2019): the rates of its four operations (the paper's alpha = 0.1 for all)."""
+
+    alpha_sr: float = 0.1  # synonym replacement: max(1, int(alpha * words)) words
+    alpha_ri: float = 0.1  # random insertion of synonyms
+    alpha_rs: float = 0.1  # random swaps
+    p_rd: float = 0.1  # random deletion: each word with this probability
+    # a WordNet 3.0 database folder: Debian's wordnet-base, or an nltk_data corpora/wordnet folder
+    wordnet_dir: str = "/usr/share/wordnet"
+
+    def __post_init__(self) -> None:
+        for key in ("alpha_sr", "alpha_ri", "alpha_rs", "p_rd"):
+            _check(0 <= getattr(self, key) <= 1, f"augment.eda.{key}", "must be in [0, 1]", getattr(self, key))
+        rates = (self.alpha_sr, self.alpha_ri, self.alpha_rs, self.p_rd)
+        _check(max(rates) > 0, "augment.eda", "needs at least one operation with a rate > 0", rates)
+
+
+@dataclass
+class AEDAConfig:
+    """AEDA (Karimi et al. 2021): 1 .. int(ratio * words + 1) punctuation marks inserted."""
+
+    ratio: float = 0.3
+    marks: List[str] = field(default_factory=lambda: [".", ";", "?", ":", "!", ","])
+
+    def __post_init__(self) -> None:
+        _check(0 < self.ratio <= 1, "augment.aeda.ratio", "must be in (0, 1]", self.ratio)
+        _check(len(self.marks) > 0 and all(m and not any(c.isspace() for c in m) for m in self.marks),
+               "augment.aeda.marks", "must be a non-empty list of marks without whitespace", self.marks)
+
+
+@dataclass
+class MLMConfig:
+    """Masked-LM substitution: uniform masking of text tokens, filled by the run's warmed-up generator."""
+
+    mask_prob: float = 0.15  # per text token (at least one); CBERT's 15 %
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_prob <= 1, "augment.mlm.mask_prob", "must be in (0, 1]", self.mask_prob)
+        _check(self.batch_size >= 1, "augment.mlm.batch_size", "must be >= 1", self.batch_size)
+
+
+@dataclass
+class BacktranslationConfig:
+    """Round-trip translation through a pivot language with two seq2seq checkpoints (hub ids or folders)."""
+
+    forward_model: str = "Helsinki-NLP/opus-mt-en-de"
+    backward_model: str = "Helsinki-NLP/opus-mt-de-en"
+    batch_size: int = 16
+    sample: bool = True  # sample the pivot translation (a source's pseudo samples differ); false: greedy
+    top_p: float = 0.9
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.forward_model) and bool(self.backward_model), "augment.backtranslation.forward_model/"
+               "backward_model", "must not be empty", (self.forward_model, self.backward_model))
+        _check(self.batch_size >= 1, "augment.backtranslation.batch_size", "must be >= 1", self.batch_size)
+        _check(0 < self.top_p <= 1, "augment.backtranslation.top_p", "must be in (0, 1]", self.top_p)
+        _check(self.temperature > 0, "augment.backtranslation.temperature", "must be > 0", self.temperature)
+
+
+# The paper's ablations of DiffusionCLS (augment.ablations), applied to the composed config by
+# Config.__post_init__, so that an experiment preset composed later cannot undo them.
+ABLATIONS = {
+    "no_label_prompt": "generator.label_prompt=false",
+    "no_noise_resistant": "classifier.alpha=0",
+    "no_label_schedule": "generator.lam=0",
+    "static": "augment.mode=static",
+    "reflective": "augment.mode=reflective",
+}
+
+
+@dataclass
 class AugmentConfig:
     """Which augmenter, how many pseudo samples, and how they are refreshed."""
 
-    method: str = "diffusion"  # diffusion | none (baselines register further names)
+    # diffusion | none | eda | aeda | mlm | resample | backtranslation (dcls_core.augment registry)
+    method: str = "diffusion"
     policy: str = "per_sample"  # per_sample (G/E) | balance (B/D)
     n: int = 4  # pseudo samples per original (per_sample)
-    mode: str = "static"  # static | reflective
+    mode: str = "static"  # static | reflective (diffusion only)
     regenerate_every: int = 1  # R epochs, reflective mode
     min_confidence: Optional[float] = None  # optional judge filter (off: the paper has none)
+    ablations: List[str] = field(default_factory=list)  # names in ABLATIONS (method diffusion)
+    eda: EDAConfig = field(default_factory=EDAConfig)
+    aeda: AEDAConfig = field(default_factory=AEDAConfig)
+    mlm: MLMConfig = field(default_factory=MLMConfig)
+    backtranslation: BacktranslationConfig = field(default_factory=BacktranslationConfig)
 
     def __post_init__(self) -> None:
         _one_of("augment.policy", self.policy, ("per_sample", "balance"))
@@ -233,6 +312,33 @@ class AugmentConfig:
         _check(self.regenerate_every >= 1, "augment.regenerate_every", "must be >= 1", self.regenerate_every)
         if self.min_confidence is not None:
             _check(0 <= self.min_confidence <= 1, "augment.min_confidence", "must be in [0, 1]", self.min_confidence)
+        for name in self.ablations:
+            _one_of("augment.ablations", name, tuple(ABLATIONS))
+        _check(not ({"static", "reflective"} <= set(self.ablations)), "augment.ablations",
+               "names static and reflective together", self.ablations)
+        if self.method != "diffusion":
+            _check(not self.ablations, "augment.ablations", f"are ablations of diffusion, not of {self.method!r}",
+                   self.ablations)
+            # baselines write one static pseudo set; regenerating needs the diffusion generator
+            _check(self.mode == "static" or self.method == "none", "augment.mode",
+                   f"must be static for augment.method={self.method!r} (reflective regenerates with the "
+                   "diffusion generator): add augment.mode=static", self.mode)
+
+    def apply_ablations(self, generator: "GeneratorConfig", classifier: "ClassifierConfig"):
+        """(augment, generator, classifier) with ``ablations`` applied (dataclasses.replace re-validates)."""
+        import dataclasses as _dc
+
+        aug, gen, clf = self, generator, classifier
+        for name in self.ablations:
+            if name == "no_label_prompt":
+                gen = _dc.replace(gen, label_prompt=False)
+            elif name == "no_noise_resistant":
+                clf = _dc.replace(clf, alpha=0.0)
+            elif name == "no_label_schedule":
+                gen = _dc.replace(gen, lam=0.0)
+            elif name in ("static", "reflective"):
+                aug = _dc.replace(aug, mode=name)
+        return aug, gen, clf
 
 
 @dataclass
@@ -343,6 +449,11 @@ class Config:
     output_dir: Optional[str] = None  # the run folder; default <storage_path>/<experiment>
     storage_path: str = "runs"  # shared root for run folders and cached stage outputs
     cache_dir: Optional[str] = None  # cross-run cache (warm-up); default <storage_path>/cache
+
+    def __post_init__(self) -> None:
+        if self.augment.ablations:
+            self.augment, self.generator, self.classifier = self.augment.apply_ablations(self.generator,
+                                                                                         self.classifier)
 
 
 def register_configs() -> None:

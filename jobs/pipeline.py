@@ -10,6 +10,10 @@ Stages, in order (each cached under ``<run>/stages/<name>-<key>/``; a rerun skip
     data -> raw (the proxy, unless a preset gives it its own recipe) -> importance -> generator
          (warm-up + diffusion) -> generation -> no_augmentation, augmented -> evaluation -> report
 
+``augment.method`` is any registered augmenter (``dcls_core.augment``): a baseline skips importance
+and generator, and its ``generation`` stage runs the augmenter in one Ray task (``mlm`` after the
+cached generator warm-up, whose masked LM it uses); the raw arm judges its pseudo samples.
+
 Three classifier arms, same recipe, same originals per step, same steps (dcls_core.training):
 ``raw`` (cross-entropy only, alpha = 0), ``no_augmentation`` (L_e + alpha L_c, the paper's
 "w/o D.A." ablation) and ``augmented`` (+ pseudo samples riding with their sources). The
@@ -52,8 +56,14 @@ def prepare(cfg_like: Any):
     for name in cfg.ray.fit_workers:
         if name not in FITS:
             raise ConfigError(f"ray.fit_workers has unknown fit {name!r}: use {sorted(FITS)}")
-    if cfg.augment.method not in ("diffusion", "none"):
-        raise ConfigError(f"augment.method={cfg.augment.method!r}: the Ray pipeline runs 'diffusion' or 'none'")
+    from dcls_core.augment import available_augmenters
+
+    if cfg.augment.method not in available_augmenters():
+        raise ConfigError(f"augment.method={cfg.augment.method!r} is not a registered augmenter: use one of "
+                          f"{available_augmenters()}")
+    from dcls_core.baselines import ensure_available
+
+    ensure_available(cfg.augment)  # e.g. EDA without WordNet fails here, naming the package
     _check_warmup_corpus(cfg)
     bundle = load_dataset(cfg.dataset, cfg.data)
     if len(bundle.train) < 2:
@@ -67,10 +77,11 @@ FITS = ("proxy", "generator", "raw", "no_augmentation", "augmented")
 
 def _check_warmup_corpus(cfg: Config) -> None:
     """Every warm-up corpus entry is a file or a dataset preset (checked before any compute)."""
+    from dcls_core.augment import uses_masked_lm
     from dcls_core.config import configs_dir
     from dcls_core.warmup import needs_warmup
 
-    if cfg.augment.method != "diffusion" or not needs_warmup(cfg.model, cfg.generator.warmup):
+    if not uses_masked_lm(cfg.augment.method) or not needs_warmup(cfg.model, cfg.generator.warmup):
         return
     root = cfg.data.resolved_root()
     for entry in cfg.generator.warmup.corpus:
@@ -163,7 +174,8 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     dev = pd.read_parquet(data.file("dev.parquet"))
     test = pd.read_parquet(data.file("test.parquet"))
     init_ray(cfg.ray)
-    augmenting = cfg.augment.method == "diffusion" and (cfg.augment.n > 0 or cfg.augment.policy == "balance")
+    method = cfg.augment.method
+    augmenting = method != "none" and (cfg.augment.n > 0 or cfg.augment.policy == "balance")
 
     ccfg = cfg.classifier
     arm_cfgs = {"raw": dataclasses.replace(ccfg, alpha=0.0), "no_augmentation": ccfg, "augmented": ccfg}
@@ -180,7 +192,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     pseudo = None
     consistency_model = None
     generation_inputs: list = []
-    if augmenting:
+    if augmenting and method == "diffusion":
         proxy = raw
         if ccfg.separate_proxy:
             proxy = fit_stage("proxy", [data], {"model": cfg.model, "classifier": ccfg.proxy(), "seed": cfg.seed,
@@ -239,14 +251,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
                     cfg.ray, d, "generation", expect_ids=da.expected_pseudo_ids(sources))
                 summary = {"rows": len(rows), "sources": len(sources),
                            "actor_killed": (d / "generation.killed").exists()}
-                if cfg.augment.min_confidence is not None:  # optional judge filter (the proxy judges)
-                    from dcls_core.diagnostics import filter_by_confidence
-                    from dcls_core.training import predict
-
-                    model, tok = da.load_classifier_checkpoint(proxy.file("model"))
-                    _, probs = predict(model, rows, tok, names, ml)
-                    rows, dropped = filter_by_confidence(rows, probs, names, cfg.augment.min_confidence)
-                    summary.update({"dropped_low_confidence": dropped, "rows": len(rows)})
+                rows = _judge_filter(rows, proxy.file("model"), names, cfg, summary)  # the proxy judges
                 atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
                 return summary
 
@@ -254,6 +259,26 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
                                    {"augment": cfg.augment, "generator": cfg.generator, "seed": cfg.seed}, generation_fn)
             pseudo = pd.read_parquet(generation.file("pseudo.parquet"))
             generation_inputs = [data, generation]
+    elif augmenting:  # a baseline: no importance, no generator; the raw arm judges its pseudo samples
+        consistency_model = raw.file("model")
+
+        def baseline_fn(d: Path):
+            from dcls_core.augment import uses_masked_lm
+
+            warm = warmup_remote(cfg, train, dev, test) if uses_masked_lm(method) else {}
+            rows, stats = augment_remote(cfg, train, dev, test, names, warm.get("path"))
+            summary = {"rows": len(rows), "method": method, "stats": stats}
+            rows = _judge_filter(rows, raw.file("model"), names, cfg, summary)
+            atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
+            return summary
+
+        key: Dict[str, Any] = {"augment": cfg.augment, "seed": cfg.seed, "max_length": ml}
+        if method == "mlm":  # the warmed-up masked LM and its decoding settings
+            key.update(model=cfg.model, generator=cfg.generator)
+        generation = run.stage("generation", [data, raw] if cfg.augment.min_confidence is not None else [data],
+                               key, baseline_fn)
+        pseudo = pd.read_parquet(generation.file("pseudo.parquet"))
+        generation_inputs = [data, generation]
     if stop_after == "generation":
         return {"run": str(root), "train": train, "pseudo": pseudo, "consistency_model": consistency_model}
 
@@ -291,7 +316,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
         probe_tok = load_tokenizer(cfg.model)
         metrics["probe"] = {split: evaluate(probe, frame, probe_tok, names, ml)
                             for split, frame in (("dev", dev), ("test", test)) if len(frame)}
-        if consistency_model is not None:
+        if consistency_model is not None and method == "diffusion":
             history = read_json(Path(consistency_model) / "history.json")
             metrics["proxy"] = {"dev_accuracy_at_start": history[0].get("dev_accuracy"),
                                 "dev_accuracy": max((h.get("dev_accuracy", 0.0) for h in history), default=None),
@@ -321,6 +346,42 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     print(metrics_table(metrics))
     print(f"\nrun folder: {root}")
     return {"run": str(root), "metrics": metrics, "stages": run.summary()}
+
+
+def _judge_filter(rows: pd.DataFrame, judge: Path, names, cfg: Config, summary: Dict[str, Any]) -> pd.DataFrame:
+    """Optional judge filter (``augment.min_confidence``): drop pseudo rows the judge finds unlikely."""
+    if cfg.augment.min_confidence is None or not len(rows):
+        return rows
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.diagnostics import filter_by_confidence
+    from dcls_core.training import predict
+
+    model, tok = da.load_classifier_checkpoint(judge)
+    _, probs = predict(model, rows, tok, names, cfg.data.max_length)
+    rows, dropped = filter_by_confidence(rows, probs, names, cfg.augment.min_confidence)
+    summary.update({"dropped_low_confidence": dropped, "rows": len(rows)})
+    return rows
+
+
+def augment_remote(cfg: Config, train, dev, test, names, checkpoint: Optional[str]):
+    """A baseline augmenter as one Ray task: (pseudo rows, its stats). ``checkpoint``: the warm-up folder
+    (``mlm``); test texts never enter a corpus it builds itself."""
+    import ray
+
+    @ray.remote(num_cpus=1, num_gpus=float(cfg.ray.gpus_per_actor) or None, max_retries=1)
+    def _augment(cfg, train, dev, test_texts, names, checkpoint, cache):
+        import torch
+
+        torch.set_num_threads(1)  # the task's one CPU
+        from dcls_core.augment import augmenter_from_config
+
+        augmenter = augmenter_from_config(cfg, cache_dir=cache, dev_df=dev, exclude_texts=test_texts,
+                                          checkpoint=checkpoint)
+        rows = augmenter.augment(train, list(names), cfg.seed)
+        return rows, dict(getattr(augmenter, "stats", {}))
+
+    return ray.get(_augment.remote(cfg, train, dev, test["text"].tolist(), list(names), checkpoint,
+                                   str(cache_dir(cfg).resolve())))
 
 
 def warmup_remote(cfg: Config, train, dev, test) -> Dict[str, Any]:
