@@ -3,14 +3,20 @@
 Each dataclass validates itself in ``__post_init__`` so that a bad value fails with a
 readable message before any compute: ``OmegaConf.to_object`` (see ``to_config``) builds
 the dataclasses and so runs these checks. ``register_configs`` puts the schemas into
-Hydra's ConfigStore, which also rejects unknown keys and wrong types.
+Hydra's ConfigStore, which also rejects wrong types. Unknown keys are refused here, also when
+added with ``+`` (which Hydra would accept and the dataclasses silently drop), and a dict value
+given on the command line (``dataset.files={train: a.csv}``) replaces the preset's dict instead
+of being merged into it.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -54,6 +60,9 @@ class DatasetConfig:
     # format=hf: hub name for datasets.load_dataset, or a datasets.save_to_disk folder
     # (relative to data.root unless absolute); ``files`` then maps split -> HF split name
     hf_path: Optional[str] = None
+    # rows marked true in this column (an earlier dcls augment output) are pseudo samples: set
+    # aside, never originals (dcls augment keeps them as they are); null: every row is an original
+    pseudo_column: Optional[str] = "is_pseudo"
 
     def __post_init__(self) -> None:
         _one_of("dataset.format", self.format, ("csv", "tsv", "json", "jsonl", "parquet", "hf"))
@@ -61,6 +70,7 @@ class DatasetConfig:
             _check(0 < self.test_size < 1, "dataset.test_size", "must be in (0, 1)", self.test_size)
         if self.keep_top_labels is not None:
             _check(self.keep_top_labels >= 2, "dataset.keep_top_labels", "must be >= 2", self.keep_top_labels)
+        _check(self.split_seed >= 0, "dataset.split_seed", "must be >= 0 (numpy seeds)", self.split_seed)
 
 
 @dataclass
@@ -82,6 +92,10 @@ class DataConfig:
         _check(0 < self.fraction <= 1, "data.fraction", "must be in (0, 1]", self.fraction)
         _check(0 < self.dev_size < 1, "data.dev_size", "must be in (0, 1)", self.dev_size)
         _check(self.max_length >= 8, "data.max_length", "must be >= 8", self.max_length)
+        if self.dev_k is not None:
+            _check(self.dev_k >= 1, "data.dev_k", "must be >= 1", self.dev_k)
+        _check(self.seed >= 0, "data.seed", "must be >= 0 (numpy seeds; it follows the root seed unless set)",
+               self.seed)
 
     def resolved_root(self) -> Path:
         env = os.environ.get("DCLS_DATA_DIR")
@@ -108,6 +122,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(bool(self.name), "model.name", "must not be empty", self.name)
         _one_of("model.pooling", self.pooling, ("auto", "mean", "cls"))
+        for key in ("tiny_hidden", "tiny_layers", "tiny_heads", "tiny_intermediate"):
+            _check(getattr(self, key) >= 1, f"model.{key}", "must be >= 1", getattr(self, key))
         _check(self.tiny_hidden % self.tiny_heads == 0, "model.tiny_hidden",
                "must be divisible by model.tiny_heads", self.tiny_hidden)
 
@@ -149,14 +165,22 @@ class WarmupConfig:
     def __post_init__(self) -> None:
         _one_of("generator.warmup.enabled", str(self.enabled).lower(), ("auto", "true", "false"))
         _check(0 < self.mask_prob < 1, "generator.warmup.mask_prob", "must be in (0, 1)", self.mask_prob)
-        _check(self.max_steps >= 0, "generator.warmup.max_steps", "must be >= 0", self.max_steps)
+        # 0 steps would leave a fresh MLM head untrained: switch the warm-up off instead
+        _check(self.max_steps >= 1, "generator.warmup.max_steps",
+               "must be >= 1 (use generator.warmup.enabled=false for no warm-up)", self.max_steps)
+        _check(self.max_seconds >= 0, "generator.warmup.max_seconds", "must be >= 0 (0: no time limit)",
+               self.max_seconds)
+        _check(self.weight_decay >= 0, "generator.warmup.weight_decay", "must be >= 0", self.weight_decay)
+        _check(self.head_init_scale > 0, "generator.warmup.head_init_scale", "must be > 0", self.head_init_scale)
+        _check(self.seed >= 0, "generator.warmup.seed", "must be >= 0", self.seed)
         if self.mask_prob_max is not None:
             _check(self.mask_prob <= self.mask_prob_max < 1, "generator.warmup.mask_prob_max",
                    "must be in [mask_prob, 1)", self.mask_prob_max)
         _check(self.max_length >= 8, "generator.warmup.max_length", "must be >= 8", self.max_length)
         _check(self.batch_size >= 1, "generator.warmup.batch_size", "must be >= 1", self.batch_size)
         _check(self.max_sentences >= 1, "generator.warmup.max_sentences", "must be >= 1", self.max_sentences)
-        _check(self.lr > 0 and self.head_lr > 0, "generator.warmup.lr/head_lr", "must be > 0", (self.lr, self.head_lr))
+        _check(self.lr > 0, "generator.warmup.lr", "must be > 0", self.lr)
+        _check(self.head_lr > 0, "generator.warmup.head_lr", "must be > 0", self.head_lr)
         _check(0 <= self.lr_warmup < 1, "generator.warmup.lr_warmup", "must be in [0, 1)", self.lr_warmup)
         _one_of("generator.warmup.selection", self.selection, ("random", "longest"))
         _check(self.train_layers >= 0, "generator.warmup.train_layers", "must be >= 0", self.train_layers)
@@ -204,6 +228,9 @@ class GeneratorConfig:
         _check(0 < self.top_p <= 1, "generator.top_p", "must be in (0, 1]", self.top_p)
         _check(self.top_k >= 0, "generator.top_k", "must be >= 0", self.top_k)
         _check(self.lr > 0, "generator.lr", "must be > 0", self.lr)
+        # 0 epochs would generate from a generator that never saw the label prompts
+        _check(self.epochs >= 1, "generator.epochs", "must be >= 1", self.epochs)
+        _check(self.batch_size >= 1, "generator.batch_size", "must be >= 1", self.batch_size)
 
     def epochs_for(self, batches_per_epoch: int) -> int:
         """Epochs to run: ``epochs``, or more when needed to reach ``min_steps``."""
@@ -377,6 +404,7 @@ class ClassifierConfig:
         if self.proxy_lr is not None:
             _check(self.proxy_lr > 0, "classifier.proxy_lr", "must be > 0", self.proxy_lr)
         _check(self.lr > 0, "classifier.lr", "must be > 0", self.lr)
+        _check(self.weight_decay >= 0, "classifier.weight_decay", "must be >= 0", self.weight_decay)
         _check(self.alpha >= 0, "classifier.alpha", "must be >= 0", self.alpha)
         _check(self.tau > 0, "classifier.tau", "must be > 0", self.tau)
         _check(self.batch_size >= 2, "classifier.batch_size", "must be >= 2", self.batch_size)
@@ -433,6 +461,18 @@ class RayConfig:
         _check(self.num_workers >= 0, "ray.num_workers", "must be >= 0", self.num_workers)
         _check(self.batch_size >= 1, "ray.batch_size", "must be >= 1", self.batch_size)
         _check(self.warmup_threads >= 0, "ray.warmup_threads", "must be >= 0 (0: all cores)", self.warmup_threads)
+        _check(self.cpus_per_actor > 0, "ray.cpus_per_actor", "must be > 0", self.cpus_per_actor)
+        _check(self.gpus_per_actor >= 0, "ray.gpus_per_actor", "must be >= 0", self.gpus_per_actor)
+        if self.num_cpus is not None:
+            _check(self.num_cpus >= 1, "ray.num_cpus", "must be >= 1", self.num_cpus)
+        # Ray: -1 = retry without limit
+        _check(self.max_restarts >= -1, "ray.max_restarts", "must be >= -1 (-1: no limit)", self.max_restarts)
+        _check(self.max_task_retries >= -1, "ray.max_task_retries", "must be >= -1 (-1: no limit)",
+               self.max_task_retries)
+        for fit, workers in self.fit_workers.items():
+            _check(int(workers) >= 0, f"ray.fit_workers.{fit}", "must be >= 0", workers)
+        _check(self.fault_kill_actor_after >= 0, "ray.fault_kill_actor_after", "must be >= 0",
+               self.fault_kill_actor_after)
 
 
 @dataclass
@@ -451,6 +491,7 @@ class Config:
     cache_dir: Optional[str] = None  # cross-run cache (warm-up); default <storage_path>/cache
 
     def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", "must be >= 0 (numpy seeds)", self.seed)
         if self.augment.ablations:
             self.augment, self.generator, self.classifier = self.augment.apply_ablations(self.generator,
                                                                                          self.classifier)
@@ -468,12 +509,61 @@ def register_configs() -> None:
         cs.store(group=group, name=f"{group}_schema", node=node)
 
 
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _setting_type(path: str) -> Any:
+    """The declared type of the setting at dotted ``path`` of :class:`Config`; a key inside a dict
+    setting (``dataset.files.train``) gives the dict's value type. Raises ``ConfigError`` naming
+    the unknown part (and the closest known name) when ``path`` is not a setting."""
+    schema: Any = Config
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if typing.get_origin(schema) is dict:  # free keys inside dict settings
+            schema = _unwrap_optional(typing.get_args(schema)[1])
+            continue
+        if not dataclasses.is_dataclass(schema):
+            raise ConfigError(f"unknown config key {path!r}: {'.'.join(parts[:i])} is a single value, "
+                              f"it has no {part!r}")
+        hints = typing.get_type_hints(schema)
+        if part not in hints:
+            where = ".".join(parts[:i])
+            close = difflib.get_close_matches(part, list(hints), n=1)
+            hint = (f"did you mean {'.'.join(parts[:i] + close)}?" if close
+                    else f"the settings there are {sorted(hints)}")
+            raise ConfigError(f"unknown config key {path!r}: {where + ' has' if where else 'there is'} no setting "
+                              f"{part!r} ({hint})")
+        schema = _unwrap_optional(hints[part])
+    return schema
+
+
+def _check_known_keys(node: Any, prefix: str = "") -> None:
+    """Every key of a composed DictConfig is a setting of :class:`Config` (keys added with ``+``
+    included, which ``OmegaConf.to_object`` would otherwise drop without a word)."""
+    from omegaconf import DictConfig
+
+    for key in node.keys():
+        if not prefix and key == "hydra":
+            continue
+        path = f"{prefix}{key}"
+        tp = _setting_type(path)
+        if dataclasses.is_dataclass(tp):
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+                _check_known_keys(child, f"{path}.")
+
+
 def to_config(cfg: Any) -> Config:
-    """DictConfig -> validated ``Config`` (raises ``ConfigError`` on bad values)."""
+    """DictConfig -> validated ``Config`` (raises ``ConfigError`` on bad values and unknown keys)."""
     from omegaconf import OmegaConf
 
     if isinstance(cfg, Config):
         return cfg
+    _check_known_keys(cfg)
     merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     try:
         return OmegaConf.to_object(merged)
@@ -491,11 +581,84 @@ def configs_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "configs"
 
 
+def _string_keys(value: Any) -> Any:
+    """``{0: negative}`` as the override grammar parses it -> ``{"0": "negative"}`` (keys of dict
+    settings are strings; Hydra's grammar cannot quote a key)."""
+    if isinstance(value, dict):
+        return {str(k): _string_keys(v) for k, v in value.items()}
+    return value
+
+
+def _split_overrides(overrides: List[str]) -> Tuple[List[str], List[Tuple[str, Any]]]:
+    """(overrides for Hydra, (key, dict) replacements). Checks every key against the schema first,
+    so that an unknown key fails with one message whether or not it carries ``+``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = {p.name for p in configs_dir().iterdir() if p.is_dir()}
+    keep: List[str] = []
+    replace: List[Tuple[str, Any]] = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if (override.package is not None or key in groups or key.split(".")[0] == "hydra" or "/" in key
+                or override.is_delete() or override.is_sweep_override()):
+            keep.append(override.input_line)
+            continue
+        tp = _setting_type(key)
+        value = override.value()
+        if typing.get_origin(tp) is dict and isinstance(value, dict):
+            replace.append((key, _string_keys(value)))
+        else:
+            keep.append(override.input_line)
+    return keep, replace
+
+
+def _hydra_message(exc: BaseException) -> str:
+    """Hydra/OmegaConf's message and its causes on one line (without OmegaConf's templates)."""
+    from hydra.errors import OverrideParseException
+
+    if isinstance(exc, OverrideParseException):
+        first = " ".join(exc.message.split()).split(" See https://")[0]
+        quoted_key = "{\"" in exc.override or "{'" in exc.override
+        hint = "; keys of a dict are written unquoted, e.g. {0: negative, 1: positive}" if quoted_key else ""
+        return (f"cannot read the override {exc.override!r}: {first}{hint} (the grammar: "
+                f"https://hydra.cc/docs/advanced/override_grammar/basic/)")
+    text = str(exc)
+    if text.startswith("Could not override '"):  # a key the preset's dict setting does not have
+        key = text.split("'")[1]
+        parent, _, sub = key.rpartition(".")
+        if parent and typing.get_origin(_setting_type(parent)) is dict:
+            return (f"{parent} has no key {sub!r} in this preset; give the whole dict, which replaces the "
+                    f"preset's: {parent}={{{sub}: ..., ...}}")
+    messages = [text.strip()]
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        text = str(cause).strip()
+        if text and text not in messages and "$VALUE" not in text and text != "None":
+            messages.append(text)
+        cause = cause.__cause__ or cause.__context__
+    return "; ".join(" ".join(m.split()) for m in messages)
+
+
 def load_config(overrides: Optional[List[str]] = None, config_name: str = "config") -> Config:
-    """Compose ``configs/config.yaml`` with overrides outside a Hydra app (tests, CLI)."""
+    """Compose ``configs/config.yaml`` with overrides: the one config path of every entry point.
+
+    A dict value for a dict setting (``dataset.files={train: a.csv, test: b.csv}``,
+    ``dataset.label_names={0: negative, 1: positive}``, ``dataset.label_names={}``) replaces the
+    preset's dict. Every error (Hydra's grammar and composition, unknown keys, bad values) is a
+    :class:`ConfigError`.
+    """
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     register_configs()
-    with initialize_config_dir(config_dir=str(configs_dir()), version_base=None):
-        cfg = compose(config_name=config_name, overrides=list(overrides or []))
-    return to_config(cfg)
+    try:
+        keep, replace = _split_overrides(list(overrides or []))
+        with initialize_config_dir(config_dir=str(configs_dir()), version_base=None):
+            cfg = compose(config_name=config_name, overrides=keep)
+        for key, value in replace:
+            OmegaConf.update(cfg, key, value, merge=False)
+        return to_config(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_hydra_message(exc)) from None
