@@ -184,7 +184,8 @@ def test_senwave_translations_match_english_rows(source, lang):
 def test_describe_shape_and_schema(bundle):
     b = bundle("senwave_en")
     d = b.describe()
-    assert set(d) == {"dataset", "splits", "dropped"} and d["dataset"] == "senwave_en"
+    assert set(d) == {"dataset", "splits", "dropped", "warnings"} and d["dataset"] == "senwave_en"
+    assert d["warnings"] == []  # named classes, no one-row class, no near-duplicate spelling
     assert list(d["splits"]) == ["train", "dev", "test"]
     for split, info in d["splits"].items():
         assert set(info) == {"rows", "labels"} and info["rows"] == len(b.frames[split])
@@ -526,7 +527,7 @@ def test_cli_describe_subprocess(data_root):
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)  # exactly one JSON object on stdout
-    assert set(out) == {"dataset", "splits", "dropped"} and out["dataset"] == "india_covid_x"
+    assert set(out) == {"dataset", "splits", "dropped", "warnings"} and out["dataset"] == "india_covid_x"
     assert {s: v["rows"] for s, v in out["splits"].items()} == {"train": 40, "dev": 40, "test": 926}
     assert out["splits"]["test"]["labels"] == {"anger": 230, "fear": 240, "joy": 218, "sad": 238}
     assert "held out 926" in proc.stderr  # logs go to stderr
@@ -543,7 +544,7 @@ def test_cli_custom_file_and_errors(tmp_path, capsys):
     for argv, needle in ((["data", "describe", str(tmp_path / "mine.csv")], "no text column 'text'"),
                          (["data", "describe", "no_such_preset"], "unknown dataset 'no_such_preset'"),
                          (["data", "describe", "sst2", "data.k=0"], "data.k=0 is invalid"),
-                         (["data", "describe", "sst2", "dataset.nope=1"], "Key 'nope' not in 'DatasetConfig'")):
+                         (["data", "describe", "sst2", "dataset.nope=1"], "unknown config key 'dataset.nope'")):
         assert cli_main(argv) == 2
         captured = capsys.readouterr()
         assert needle in captured.err and "Traceback" not in captured.err and captured.out == ""

@@ -6,33 +6,41 @@ per-dataset code:
 1. read every entry of ``dataset.files`` (split -> file; ``all`` = one file to be split);
 2. map columns to the schema (``text_column``/``label_column``/``id_column``, per-split
    ``split_columns``; ``multi_hot_columns`` turn 0/1 columns into one label name per row);
-   strip surrounding whitespace from text and labels; rename labels with ``label_names``;
-3. drop rows with empty text, no label or (multi-hot) several labels, then rows outside the
-   ``keep_top_labels`` most frequent labels; every drop is counted and logged;
+   strip surrounding whitespace from text and labels; labels that are all integral numbers
+   written as floats (``0.0``, ``1.0``: pandas wrote a column with a NaN) are read as ``0``,
+   ``1``; rename labels with ``label_names``;
+3. drop rows with empty, whitespace-only or zero-width-only text, no label or (multi-hot)
+   several labels, then rows outside the ``keep_top_labels`` most frequent labels; rows marked in
+   ``pseudo_column`` (pseudo samples of an earlier augmentation) are set aside, never originals;
+   every drop is counted and logged;
 4. split ``all`` (or train, when no test file is given) into train/test with ``test_size``,
    stratified and seeded with ``split_seed`` (fixed, so the test set does not move with
    ``data.seed``);
-5. check labels and sizes, build the :class:`LabelVocab` from the source train split, then
-   apply the low-resource protocol (:func:`dcls_core.data.sampling.apply_protocol`).
+5. check labels and sizes, warn about labels a user should look at (numbers without names,
+   one-row classes, spellings that differ only in case or punctuation), build the
+   :class:`LabelVocab` from the source train split, then apply the low-resource protocol
+   (:func:`dcls_core.data.sampling.apply_protocol`).
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
+from ..augment import PSEUDO_COLUMNS, empty_pseudo_frame
 from ..config import DataConfig, DatasetConfig
 from .bundle import DatasetBundle
 from .errors import DataError
 from .readers import read_file, read_hf
 from .sampling import apply_protocol, stratified_split
-from .schema import COLUMNS, SPLITS
+from .schema import COLUMNS, SPLITS, blank_text
 from .vocab import LabelVocab
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,12 @@ REASON_EMPTY_TEXT = "empty or whitespace-only text"
 REASON_NO_LABEL = "missing label"
 REASON_NO_HOT = "no label set (multi-hot row)"
 REASON_MULTI_HOT = "several labels set (multi-hot row; only single-label rows are kept)"
+REASON_ZERO_WIDTH = "text of zero-width characters only (nothing visible)"
+REASON_PSEUDO = "pseudo sample of an earlier augmentation (set aside, not an original)"
+
+_INTEGRAL_FLOAT = re.compile(r"-?\d+(\.0+)?")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_MISSING_LIKE = {"nan", "none", "null", "na", "n/a", "-", "?"}
 
 
 def _reason_top(n: int, ref: str) -> str:
@@ -51,11 +65,18 @@ def _reason_top(n: int, ref: str) -> str:
 
 
 class _Drops:
-    """Counts and logs every group of rows the loader leaves out."""
+    """The loader's report: counts and logs every group of rows it leaves out, keeps the pseudo
+    rows it set aside and the warnings a user can act on."""
 
     def __init__(self, dataset: str):
         self.dataset = dataset
         self.entries: List[Dict[str, Any]] = []
+        self.warnings: List[str] = []
+        self.pseudo: List[pd.DataFrame] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("%s", message)
 
     def add(self, split: str, reason: str, rows: pd.DataFrame, level: int = logging.INFO,
             detail: str = "") -> None:
@@ -121,6 +142,8 @@ def _check_file(path: Path, key: str, file: str, root: Path, data_cfg: DataConfi
     if path.is_file():
         return
     what = "is a folder, not a file" if path.exists() else "not found"
+    if Path(file).expanduser().is_absolute():  # the data root plays no part: no advice about it
+        raise DataError(f"{dataset}: file for split {key!r} {what}: {path} (dataset.files.{key})")
     root_note = "" if root.is_dir() else " (that folder does not exist)"
     raise DataError(
         f"{dataset}: file for split {key!r} {what}: {path}; dataset.files.{key}={file!r} is resolved "
@@ -179,6 +202,9 @@ def _to_schema(raw: pd.DataFrame, cfg: DatasetConfig, split: str, source: str,
     frame = pd.DataFrame({"id": ids.to_numpy(), "text": text.to_numpy()}, index=raw.index)
     keep = frame["text"] != ""
     drops.add(split, REASON_EMPTY_TEXT, frame[~keep], level=logging.WARNING)
+    invisible = keep & blank_text(frame["text"])
+    drops.add(split, REASON_ZERO_WIDTH, frame[invisible], level=logging.WARNING)
+    keep &= ~invisible
 
     if cfg.multi_hot_columns:
         hot_columns = list(cfg.multi_hot_columns)
@@ -204,7 +230,13 @@ def _to_schema(raw: pd.DataFrame, cfg: DatasetConfig, split: str, source: str,
         label_key = (f"{override_key}.label" if "label" in cfg.split_columns.get(split, {})
                      else "dataset.label_column")
         _require_column(raw, columns["label"], "label", label_key, source)
-        frame["label"] = _as_str(raw[columns["label"]]).str.strip().to_numpy()
+        labels = _as_str(raw[columns["label"]]).str.strip()
+        given = labels[labels != ""]
+        if len(given) and given.str.fullmatch(_INTEGRAL_FLOAT).all() and given.str.contains(".", regex=False).any():
+            # "0.0"/"1.0": a label column pandas wrote as floats (a NaN in it); "0"/"1" is meant
+            labels = labels.str.replace(r"\.0+$", "", regex=True)
+            log.info("%s: labels written as floats (e.g. %r) read as integers", source, given.iloc[0])
+        frame["label"] = labels.to_numpy()
         no_label = keep & (frame["label"] == "")
         drops.add(split, REASON_NO_LABEL, frame[no_label], level=logging.WARNING)
         keep &= ~no_label
@@ -217,7 +249,62 @@ def _to_schema(raw: pd.DataFrame, cfg: DatasetConfig, split: str, source: str,
                             f"(which maps {sorted(label_map)}); add them or clear dataset.label_names")
         frame = frame.assign(label=frame["label"].map(label_map))
     frame["split"] = split
-    return frame[list(COLUMNS)].reset_index(drop=True)
+    frame = frame[list(COLUMNS)]
+    if cfg.pseudo_column and cfg.pseudo_column in raw.columns:
+        marked = _flags(raw.loc[frame.index, cfg.pseudo_column])
+        if marked.any():
+            pseudo = frame[marked].copy()
+            pseudo["is_pseudo"] = True
+            pseudo["split"] = "train"  # pseudo samples only ever train
+            for column in [*PSEUDO_COLUMNS, "consistency"]:  # what the earlier run wrote about them
+                if column in raw.columns and column not in pseudo.columns:
+                    pseudo[column] = raw.loc[pseudo.index, column].to_numpy()
+            drops.add(split, REASON_PSEUDO, pseudo, level=logging.WARNING,
+                      detail=f" (dataset.pseudo_column={cfg.pseudo_column!r}; "
+                             f"dataset.pseudo_column=null makes them originals)")
+            drops.pseudo.append(pseudo.reset_index(drop=True))
+            frame = frame[~marked]
+    return frame.reset_index(drop=True)
+
+
+def _flags(values: pd.Series) -> np.ndarray:
+    """A true/false column as written by pandas, CSV or JSON: bools, 0/1, "True"/"false"/"yes"."""
+    def truthy(value: Any) -> bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return not pd.isna(value) and value != 0
+        return str(value).strip().lower() in ("true", "1", "yes", "y", "t")
+
+    return np.array([truthy(v) for v in values], dtype=bool)
+
+
+def _label_warnings(frames: Dict[str, pd.DataFrame], name: str, drops: _Drops) -> None:
+    """Warnings about labels that are probably not what the user meant (nothing is changed)."""
+    counts: Counter = Counter()
+    for frame in frames.values():
+        counts.update(frame["label"])
+    labels = sorted(counts)
+    if labels and all(_NUMBER.fullmatch(label) for label in labels):
+        example = ", ".join(f"{label}: name_{label}" for label in labels[:4])
+        drops.warn(f"{name}: the labels are numbers {labels[:10]}; the generator's label prompts would be these "
+                   f"digits. Name the classes with dataset.label_names={{{example}{', ...' if len(labels) > 4 else ''}}}")
+    spellings: Dict[str, List[str]] = defaultdict(list)
+    for label in labels:
+        spellings[re.sub(r"[\W_]+", "", label.casefold())].append(label)
+    for variants in spellings.values():
+        if len(variants) > 1:
+            main = max(variants, key=lambda v: counts[v])
+            shown = ", ".join(f"{v!r} ({counts[v]} rows)" for v in variants)
+            mapping = ", ".join(f"{v}: {main}" for v in variants if v != main)
+            drops.warn(f"{name}: labels {shown} differ only in case, spaces or punctuation; if they are one class, "
+                       f"fix the file or map them with dataset.label_names (which then has to name every label: "
+                       f"{{{mapping}, ...}})")
+    for label in labels:
+        if counts[label] == 1:
+            hint = " and looks like a missing value" if label.strip().lower() in _MISSING_LIKE else ""
+            drops.warn(f"{name}: class {label!r} has a single row{hint}; a one-row class cannot reach both train "
+                       f"and test and is usually a typo or a stray value: fix or remove that row")
 
 
 def _read_sources(cfg: DatasetConfig, data_cfg: DataConfig, root: Path,
@@ -281,6 +368,11 @@ def load_source(dataset_cfg: DatasetConfig, data_cfg: DataConfig) -> Tuple[Dict[
     Returns ``(frames, dropped)``: ``frames`` has ``train`` and ``test`` and, when the source
     has one, ``dev``; ``dropped`` lists ``{"split", "reason", "rows"}``.
     """
+    frames, drops = _load_source(dataset_cfg, data_cfg)
+    return frames, drops.entries
+
+
+def _load_source(dataset_cfg: DatasetConfig, data_cfg: DataConfig) -> Tuple[Dict[str, pd.DataFrame], _Drops]:
     cfg = dataset_cfg
     root = data_cfg.resolved_root()
     drops = _Drops(cfg.name)
@@ -294,6 +386,7 @@ def load_source(dataset_cfg: DatasetConfig, data_cfg: DataConfig) -> Tuple[Dict[
 
     if cfg.keep_top_labels is not None:
         frames = _keep_top_labels(frames, cfg.keep_top_labels, drops)
+    _label_warnings(frames, cfg.name, drops)
 
     if "test" not in frames:
         base = "all" if "all" in frames else "train"
@@ -322,14 +415,14 @@ def load_source(dataset_cfg: DatasetConfig, data_cfg: DataConfig) -> Tuple[Dict[
             raise DataError(f"{cfg.name}: labels in {split} that train never saw: {shown}; "
                             f"train has {sorted(train_labels)}")
     order = [s for s in SPLITS if s in frames]
-    return {s: frames[s] for s in order}, drops.entries
+    return {s: frames[s] for s in order}, drops
 
 
 def load_dataset(dataset_cfg: DatasetConfig, data_cfg: DataConfig) -> DatasetBundle:
     """Load a dataset and draw its low-resource protocol: a :class:`DatasetBundle` with
     train/dev/test frames in the schema, the label vocab (sorted names of the source train
     split) and every dropped row counted. Raises :class:`DataError` on bad input."""
-    frames, dropped = load_source(dataset_cfg, data_cfg)
+    frames, drops = _load_source(dataset_cfg, data_cfg)
     vocab = LabelVocab.from_labels(frames["train"]["label"])
     frames = apply_protocol(frames, data_cfg)
     for split in SPLITS:
@@ -337,4 +430,7 @@ def load_dataset(dataset_cfg: DatasetConfig, data_cfg: DataConfig) -> DatasetBun
             raise DataError(f"{dataset_cfg.name}: split {split!r} is empty after data.protocol="
                             f"{data_cfg.protocol} (data.dev_size={data_cfg.dev_size}); "
                             f"the classes are too small to carve it")
-    return DatasetBundle(name=dataset_cfg.name, frames=frames, vocab=vocab, dropped=dropped)
+    pseudo = (pd.concat(drops.pseudo, ignore_index=True, sort=False) if drops.pseudo
+              else empty_pseudo_frame())
+    return DatasetBundle(name=dataset_cfg.name, frames=frames, vocab=vocab, dropped=drops.entries,
+                         pseudo=pseudo, warnings=list(drops.warnings))

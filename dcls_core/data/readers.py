@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
@@ -99,6 +99,29 @@ def read_file(path: Path, fmt: str, encoding: str = "utf-8") -> pd.DataFrame:
     except (OSError, ValueError) as exc:  # pyarrow errors subclass these
         raise DataError(f"{path}: cannot read as {fmt}: {exc}") from None
     raise DataError(f"unsupported format {fmt!r}; expected one of {list(FORMATS)}")
+
+
+def read_columns(path: Path, fmt: str, encoding: str = "utf-8") -> List[str]:
+    """The column names of a data file (the header, or the keys of the first record) without
+    reading all of it; [] when there is nothing to read (errors surface in :func:`read_file`)."""
+    try:
+        if fmt in ("csv", "tsv"):
+            options: Dict[str, Any] = dict(sep="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else {}
+            return [str(c) for c in pd.read_csv(path, nrows=0, encoding=encoding, **options).columns]
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        if fmt == "jsonl":
+            with open(path, encoding=encoding) as handle:
+                for line in handle:
+                    if line.strip():
+                        record = json.loads(line)
+                        return [str(k) for k in record] if isinstance(record, dict) else []
+            return []
+        return [str(c) for c in read_file(path, fmt, encoding).columns]
+    except (DataError, OSError, ValueError, UnicodeDecodeError, LookupError, pd.errors.EmptyDataError):
+        return []
 
 
 def _import_datasets():

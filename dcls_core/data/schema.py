@@ -6,6 +6,7 @@ Rows are ``id: str, text: str, label: str, split: str`` where ``label`` is the l
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 import pandas as pd
@@ -17,6 +18,15 @@ COLUMNS = ("id", "text", "label", "split")
 SPLITS = ("train", "dev", "test")
 
 SCHEMA = pa.schema([pa.field(name, pa.string(), nullable=False) for name in COLUMNS])
+
+
+# characters that take no space: a text made only of them is empty to a reader and a tokenizer
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]")
+
+
+def blank_text(texts: pd.Series) -> pd.Series:
+    """True where a text shows nothing: empty, whitespace or zero-width characters only."""
+    return texts.astype(str).str.replace(_ZERO_WIDTH, "", regex=True).str.strip() == ""
 
 
 def empty_frame() -> pd.DataFrame:
