@@ -109,6 +109,28 @@ def plan_sources(train_df: pd.DataFrame, augment_cfg: AugmentConfig, generator_c
     return out
 
 
+def drop_empty_pseudo(pseudo: Optional[pd.DataFrame]):
+    """(pseudo rows with visible text, how many came out empty): a source the tokenizer cuts to
+    nothing, or text of zero-width characters only, can decode to an empty sample."""
+    from dcls_core.data import blank_text
+
+    if pseudo is None or len(pseudo) == 0:
+        return pseudo, 0
+    empty = blank_text(pseudo["text"])
+    if empty.any():
+        log.warning("dropped %d empty pseudo sample(s) (ids: %s%s)", int(empty.sum()),
+                    ", ".join(pseudo.loc[empty, "id"].astype(str).head(5)), ", ..." if empty.sum() > 5 else "")
+    return pseudo[~empty].reset_index(drop=True), int(empty.sum())
+
+
+def _progress(total: int, desc: str, enabled: Optional[bool]):
+    """A tqdm bar over rows (rate and time left); ``enabled`` None: only on a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", disable=None if enabled is None else not enabled,
+                dynamic_ncols=True)
+
+
 def expected_pseudo_ids(sources: pd.DataFrame) -> List[str]:
     return [f"{sid}~p{k}" for sid, steps in zip(sources["id"], sources["steps"]) for k in range(len(steps))]
 
@@ -182,7 +204,8 @@ class DiffusionAugmenter:
     def __init__(self, model_cfg: Optional[ModelConfig] = None, generator_cfg: Optional[GeneratorConfig] = None,
                  augment_cfg: Optional[AugmentConfig] = None, classifier_cfg: Optional[ClassifierConfig] = None,
                  max_length: int = 128, cache_dir: PathLike = "runs/cache", data_root: Optional[PathLike] = None,
-                 dev_df: Optional[pd.DataFrame] = None, exclude_texts: Sequence[str] = (), **_: Any):
+                 dev_df: Optional[pd.DataFrame] = None, exclude_texts: Sequence[str] = (),
+                 progress: Optional[bool] = None, **_: Any):
         self.model_cfg = model_cfg or ModelConfig()
         self.generator_cfg = generator_cfg or GeneratorConfig()
         self.augment_cfg = augment_cfg or AugmentConfig()
@@ -192,11 +215,13 @@ class DiffusionAugmenter:
         self.data_root = data_root
         self.dev_df = dev_df
         self.exclude_texts = list(exclude_texts)  # test texts: never in the warm-up corpus
+        self.progress = progress  # row progress bars (None: only on a terminal)
         self.stats: Dict[str, Any] = {}
 
     def augment(self, train_df: pd.DataFrame, label_names: List[str], seed: int,
                 proxy: Optional[nn.Module] = None) -> pd.DataFrame:
         """Pseudo rows for ``train_df``; ``proxy``: an already trained proxy (e.g. the raw arm)."""
+        from dcls_core.augment import empty_pseudo_frame
         from dcls_core.diffusion import train_generator
         from dcls_core.importance import normalise_importance
         from dcls_core.models import load_classifier, load_tokenizer
@@ -208,8 +233,14 @@ class DiffusionAugmenter:
         if proxy is None:
             proxy = load_classifier(self.model_cfg, len(label_names), seed)
             train_proxy(proxy, tok, train_df, self.dev_df, label_names, self.classifier_cfg, self.max_length, seed)
-        importance = [normalise_importance(v, self.generator_cfg.importance_norm)
-                      for v in score_frame(proxy, tok, train_df, self.max_length)]
+        chunk = 32  # rows per progress update; scores and samples do not depend on it
+        importance = []
+        with _progress(len(train_df), "importance", self.progress) as bar:
+            for start in range(0, len(train_df), chunk):
+                part = train_df.iloc[start:start + chunk]
+                importance += [normalise_importance(v, self.generator_cfg.importance_norm)
+                               for v in score_frame(proxy, tok, part, self.max_length)]
+                bar.update(len(part))
         texts = run_corpus(self.generator_cfg.warmup, train_df["text"].tolist(),
                            self.dev_df["text"].tolist() if self.dev_df is not None else [], self.exclude_texts,
                            self.data_root)
@@ -225,10 +256,17 @@ class DiffusionAugmenter:
         imp_by_id = dict(zip(frame["id"], importance))
         sources["importance"] = [imp_by_id[i] for i in sources["id"]]
         state = {"model": gen, "tokenizer": gen_tok, "label_token_ids": label_ids}
-        pseudo = generate_for_plan(state, sources, self.generator_cfg, self.max_length, seed)
+        parts = []
+        with _progress(int(sum(len(s) for s in sources["steps"])), "pseudo samples", self.progress) as bar:
+            for start in range(0, len(sources), chunk):
+                parts.append(generate_for_plan(state, sources.iloc[start:start + chunk], self.generator_cfg,
+                                               self.max_length, seed))
+                bar.update(len(parts[-1]))
+        pseudo = pd.concat(parts, ignore_index=True) if parts else empty_pseudo_frame()
+        pseudo, empty = drop_empty_pseudo(pseudo)
         pseudo = pseudo.sort_values("id", kind="stable").reset_index(drop=True)
         pseudo["consistency"] = label_consistency(proxy, tok, pseudo, label_names, self.max_length)
-        self.stats = {"warmup": wstats, "generator": gstats, "pseudo_rows": len(pseudo),
+        self.stats = {"warmup": wstats, "generator": gstats, "pseudo_rows": len(pseudo), "empty_dropped": empty,
                       "generator_cfg": dataclasses.asdict(self.generator_cfg)}
         return pseudo
 

@@ -5,6 +5,7 @@ the Auto-class interfaces (plus ``masked_lm_logits`` below for the MLM head).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from dcls_core.config import ModelConfig
+from dcls_core.config import ConfigError, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
     local = Path(cfg.name).expanduser()
     if local.exists():
         return ResolvedModel(cfg.name, str(local), str(local))
+    if cfg.name.startswith((".", "~")) or local.is_absolute():  # a path, not a hub id: no hub advice
+        raise ModelResolutionError(
+            f"model folder not found: {local.resolve()} (model.name={cfg.name!r}); point model.name at a "
+            f"folder holding the checkpoint's config.json, weights and tokenizer files")
     return ResolvedModel(cfg.name, cfg.name, cfg.name)
 
 
@@ -86,6 +91,54 @@ def tiny_config(cfg: ModelConfig, vocab_size: int, num_labels: int = 2):
         num_attention_heads=cfg.tiny_heads, intermediate_size=cfg.tiny_intermediate,
         max_position_embeddings=512, num_labels=num_labels,
     )
+
+
+def max_positions(cfg: ModelConfig) -> int:
+    """The longest input in tokens the encoder takes: ``max_position_embeddings`` of its config
+    (the tiny model's too), lowered to the tokenizer's ``model_max_length`` where that is smaller
+    (RoBERTa-style models keep two positions for padding)."""
+    from transformers import AutoConfig
+
+    res = resolve_model(cfg)
+    tok = load_tokenizer(cfg)
+    if res.is_tiny:
+        positions = tiny_config(cfg, len(tok)).max_position_embeddings
+    else:
+        try:
+            positions = AutoConfig.from_pretrained(res.weights_source).max_position_embeddings
+        except (OSError, ValueError) as exc:
+            raise _hub_error(cfg.name, exc) from exc
+    limit = getattr(tok, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < positions:
+        positions = limit
+    return int(positions)
+
+
+def check_max_lengths(cfg) -> None:
+    """Refuse token lengths of a ``Config`` (``data.max_length``, ``generator.warmup.max_length``)
+    beyond the model's positions, before any compute: past them the encoder fails mid-training."""
+    limit = max_positions(cfg.model)
+    for key, value in (("data.max_length", cfg.data.max_length),
+                       ("generator.warmup.max_length", cfg.generator.warmup.max_length)):
+        if value > limit:
+            raise ConfigError(f"{key}={value} is invalid: model {cfg.model.name!r} takes at most {limit} tokens "
+                              f"(max_position_embeddings in its config); use {key}={limit} or less")
+
+
+@contextlib.contextmanager
+def _quiet_load_report():
+    """Silence transformers' load report and progress bar for one ``from_pretrained`` call."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _from_pretrained(auto_cls, cfg: ModelConfig, **kwargs):
@@ -157,10 +210,14 @@ def load_masked_lm(cfg: ModelConfig, seed: int = 0) -> nn.Module:
         return AutoModelForMaskedLM.from_config(conf, attn_implementation="eager")
     conf = AutoConfig.from_pretrained(res.weights_source)
     conf.tie_word_embeddings = True
-    model = _from_pretrained(AutoModelForMaskedLM, cfg, config=conf)
-    if not has_pretrained_mlm_head(cfg):
-        log.info("%s has no masked-LM head: using a fresh transform and a decoder tied to the "
-                 "input embeddings (the generator warm-up trains it)", cfg.name)
+    if has_pretrained_mlm_head(cfg):
+        return _from_pretrained(AutoModelForMaskedLM, cfg, config=conf)
+    # Expected here, alarming on a console: transformers calls the checkpoint "corrupted" and
+    # tables the MISSING cls.predictions.* keys. One plain line says what happens instead.
+    with _quiet_load_report():
+        model = _from_pretrained(AutoModelForMaskedLM, cfg, config=conf)
+    log.info("%s is an encoder without a masked-LM head: the generator gets a new head (a decoder tied "
+             "to the input embeddings), which the generator warm-up trains", cfg.name)
     return model
 
 

@@ -20,7 +20,11 @@ Three classifier arms, same recipe, same originals per step, same steps (dcls_co
 frozen-encoder ``probe`` is reported beside them, and ``selected`` names the arm the run
 recommends: ``augmented`` only when it beats the others on dev (``classifier.fallback_on_dev``).
 
-The config and the input data are validated before Ray starts or any model loads.
+The config and the input data are validated before Ray starts or any model loads: a bad value
+prints ``error: <message>`` and exits with status 2, Hydra's grammar errors included. The
+overrides are read as by ``dcls`` (``dcls_core.cli.run_config``): ``dataset=path/to/file.csv``
+works as in ``dcls data describe``, and a dict value replaces a preset's dict. The run's log goes to
+stderr and to ``<run folder>/pipeline.log``.
 """
 from __future__ import annotations
 
@@ -50,9 +54,11 @@ def prepare(cfg_like: Any):
     """Config -> (Config, DatasetBundle); raises ConfigError/DataError/ModelResolutionError early."""
     from dcls_core.config import to_config
     from dcls_core.data import load_dataset
-    from dcls_core.models import load_tokenizer
+    from dcls_core.models import check_max_lengths
+    from jobs.ray_runtime import check_local_resources
 
     cfg = to_config(cfg_like)
+    check_local_resources(cfg.ray)  # a request a local Ray can never place would wait forever
     for name in cfg.ray.fit_workers:
         if name not in FITS:
             raise ConfigError(f"ray.fit_workers has unknown fit {name!r}: use {sorted(FITS)}")
@@ -68,7 +74,7 @@ def prepare(cfg_like: Any):
     bundle = load_dataset(cfg.dataset, cfg.data)
     if len(bundle.train) < 2:
         raise ConfigError(f"the training split has {len(bundle.train)} rows; at least 2 are needed")
-    load_tokenizer(cfg.model)  # a model that cannot be resolved fails here, not in a worker
+    check_max_lengths(cfg)  # loads the tokenizer: a model that cannot be resolved fails here, not in a worker
     return cfg, bundle
 
 
@@ -249,7 +255,8 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
                      "label_names": names, "max_length": ml, "seed": cfg.seed,
                      **_fault_kwargs(cfg, d, "generation")},
                     cfg.ray, d, "generation", expect_ids=da.expected_pseudo_ids(sources))
-                summary = {"rows": len(rows), "sources": len(sources),
+                rows, empty = da.drop_empty_pseudo(rows)
+                summary = {"rows": len(rows), "sources": len(sources), "dropped_empty": empty,
                            "actor_killed": (d / "generation.killed").exists()}
                 rows = _judge_filter(rows, proxy.file("model"), names, cfg, summary)  # the proxy judges
                 atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
@@ -432,36 +439,58 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
 def main_from_config(dcfg) -> int:
-    from dcls_core.data import DataError
-    from dcls_core.models import ModelResolutionError
+    """Validate, then run; bad input (also Ray resources found short once Ray is up) exits 2.
+    Validation writes nothing; a valid run logs into ``<run folder>/pipeline.log`` as well."""
+    from dcls_core.cli import is_bad_input
 
     try:
         cfg, bundle = prepare(dcfg)
-    except (ConfigError, DataError, ModelResolutionError) as exc:
+    except Exception as exc:  # noqa: BLE001 - only bad input becomes a message
+        if not is_bad_input(exc):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    run_pipeline(cfg, bundle, stop_after=None)
+    folder = run_folder(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / "pipeline.log", encoding="utf-8")  # appended on resume
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    try:
+        run_pipeline(cfg, bundle, stop_after=None)
+    except ConfigError as exc:  # e.g. a cluster short of what ray.* asks for, found before any fit
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     return 0
 
 
-def _hydra_main() -> None:
-    import hydra
+def main(argv=None) -> int:
+    """``python jobs/pipeline.py key=value ...``: the overrides read as ``dcls`` reads them."""
+    import argparse
 
-    from dcls_core.config import register_configs
+    from dcls_core.cli import is_bad_input, run_config
 
-    register_configs()
-
-    @hydra.main(config_path=str(REPO / "configs"), config_name="config", version_base=None)
-    def _main(dcfg) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                            force=True)
-        code = main_from_config(dcfg)
-        if code:
-            sys.exit(code)
-
-    _main()
+    parser = argparse.ArgumentParser(prog="jobs/pipeline.py", description=__doc__.split("\n")[0])
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. experiment=demo dataset=india_covid_x generator.lam=0.3 "
+                             "dataset=path/to/file.csv")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        cfg = run_config(args.overrides)
+    except Exception as exc:  # noqa: BLE001 - only bad input becomes a message
+        if not is_bad_input(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return main_from_config(cfg)
 
 
 if __name__ == "__main__":
-    _hydra_main()
+    sys.exit(main())
