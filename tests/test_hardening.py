@@ -256,15 +256,20 @@ def test_cluster_resources_are_checked_once_ray_is_up():
     from dcls_core.config import RayConfig
     from jobs.ray_runtime import init_ray
 
-    ray.init(num_cpus=2, include_dashboard=False)  # stands in for a cluster already running
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False)  # stands in for a cluster already running
+    cpus = int(ray.cluster_resources()["CPU"])
     try:
-        with pytest.raises(ConfigError, match=r"ray.cpus_per_actor=2 is more than this Ray"):
-            init_ray(RayConfig(cpus_per_actor=2))
-        init_ray(RayConfig(cpus_per_actor=1))
+        # an actor claiming every CPU of the node never gets placed beside Ray Data's own tasks
+        with pytest.raises(ConfigError, match=rf"ray.cpus_per_actor={cpus} is more than this Ray"):
+            init_ray(RayConfig(cpus_per_actor=cpus))
+        init_ray(RayConfig(cpus_per_actor=cpus - 1))
         # off a terminal, Ray Data's per-operator progress blocks are summarised to its total line
         assert not ray.data.DataContext.get_current().enable_operator_progress_bars
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def test_pipeline_log_file_holds_the_runs_log_and_dataset_path_shorthand(tmp_path, monkeypatch, caplog):
