@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import torch
@@ -330,10 +330,18 @@ def generate_pseudo_samples(model: nn.Module, tokenizer, frame: pd.DataFrame,
         if not 0 <= row < len(frame):
             raise IndexError(f"plan row {row} outside a frame of {len(frame)} rows")
     seen = {row for row, _, _ in keyed}
+    # Batches of similar length pad little (the reverse process runs k forward passes per batch);
+    # every draw is keyed by source and sample, so the samples do not depend on the batching,
+    # and the records are put back in plan order at the end.
+    sources = sorted(seen)
+    tokens = tokenizer([texts[r] for r in sources], truncation=True, max_length=max_length)["input_ids"]
+    lengths = {r: len(ids) for r, ids in zip(sources, tokens)}
+    by_length = sorted(range(len(keyed)), key=lambda i: lengths[keyed[i][0]])
 
-    records = []
+    records: List[Optional[Dict[str, Any]]] = [None] * len(keyed)
     for start in range(0, len(keyed), batch_size):
-        chunk = keyed[start:start + batch_size]
+        positions = by_length[start:start + batch_size]
+        chunk = [keyed[i] for i in positions]
         rows = [r for r, _, _ in chunk]
         batch = encode_prompted(tokenizer, [texts[r] for r in rows], [labels[r] for r in rows],
                                 label_token_ids, max_length)
@@ -349,19 +357,19 @@ def generate_pseudo_samples(model: nn.Module, tokenizer, frame: pd.DataFrame,
                               masked.to(device), steps=cfg.reverse_steps,
                               temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                               forbidden_ids=forbidden, generator=gens).cpu()
-        for b, (r, step, k) in enumerate(chunk):
+        for b, (position, (r, step, k)) in enumerate(zip(positions, chunk)):
             text_pos = maskable[b]
             new_ids = filled[b][text_pos]
             n_text = int(text_pos.sum())
             n_masked = int(masked[b].sum())
             changed = int((new_ids != original[b][text_pos]).sum())
             text, spans = splice_text(tokenizer, texts[r], new_ids.tolist(), max_length)
-            records.append({
+            records[position] = {
                 "id": f"{ids_col[r]}~p{k}", "text": text, "label": labels[r], "split": "train",
                 "is_pseudo": True, "source_id": ids_col[r], "step": step,
                 "mask_ratio": n_masked / n_text if n_text else 0.0,
                 "changed_ratio": changed / n_text if n_text else 0.0,
                 "changed_spans": spans,
-            })
+            }
     log.info("generated %d pseudo samples from %d sources", len(records), len(seen))
     return pd.DataFrame.from_records(records, columns=PSEUDO_COLUMNS)

@@ -17,8 +17,10 @@ The arms run the same dcls_core functions as the Ray pipeline, in one process (n
 per fit on 2 cores). The generator warm-up is one per corpus (``warmup.corpus_only``: the
 dataset's training split, test texts excluded), cached and shared by every seed. Every run is
 appended to the results file as it finishes (a rerun skips what is there), with its rows,
-metrics and wall time. ``--jobs 2`` runs the SST-2 settings and India-COVID-X side by side with
-one torch thread each (on 2 cores that is faster than two threads for one process).
+metrics and wall time. ``--jobs 2`` runs two worker processes with one torch thread each (on 2
+cores that is faster than two threads for one process) fed from one queue: each corpus's
+warm-up first, then the (setting, seed) tasks, the costliest first, each once its warm-up is
+cached, so the two workers stay busy until the end (:func:`schedule`).
 """
 from __future__ import annotations
 
@@ -27,8 +29,6 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +48,8 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
                             # the paper reports macro-F1 at 5 % (44.89 -> 46.33) and 20 % (61.60 -> 63.44) only
                             "paper": None},
 }
+# Single-thread seconds of one (setting, seed) task on this machine, for ordering only.
+COST = {"india_covid_x_10pct": 800, "sst2_10shot": 260, "sst2_5shot": 210}
 SEEDS = [13, 42, 87, 21, 100]
 METHODS = ["probe", "raw", "no_augmentation", "augmented", "dcls", "setfit"]
 
@@ -161,19 +163,141 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path) -> None
             log.warning("setfit is not installed (pip install 'dcls[peers]'): %s", exc)
 
 
-def run_settings(settings: List[str], seeds: List[int], out: Path, cache_dir: Path) -> None:
+def corpus_of(setting: str) -> str:
+    """The warm-up corpus a setting uses (settings with the same corpus share one cached warm-up)."""
+    return next(o.split("=", 1)[1] for o in SETTINGS[setting]["overrides"] if o.startswith("generator.warmup.corpus="))
+
+
+def warm_up(setting: str, seed: int, cache_dir: Path) -> Dict[str, Any]:
+    """The setting's generator warm-up, computed once and cached (a cached one only loads)."""
+    from dcls_core.config import load_config
+    from dcls_core.data import load_dataset
+    from dcls_core.warmup import load_or_warmup, run_corpus
+
+    cfg = load_config(COMMON + SETTINGS[setting]["overrides"] + [f"seed={seed}"])
+    bundle = load_dataset(cfg.dataset, cfg.data)
+    texts = run_corpus(cfg.generator.warmup, bundle.train["text"].tolist(), bundle.dev["text"].tolist(),
+                       bundle.test["text"].tolist(), cfg.data.resolved_root())
+    _, _, stats = load_or_warmup(cfg.model, cfg.generator.warmup, texts, cache_dir, seed)
+    return {k: stats.get(k) for k in ("cached", "steps", "seconds", "key")}
+
+
+def _done_methods(data: Dict[str, Any], setting: str, seed: int) -> set:
+    return {r["method"] for r in data["runs"] if r["setting"] == setting and r["seed"] == seed}
+
+
+def _part(out: Path, setting: str, seed: int) -> Path:
+    return out.with_name(f"{out.stem}.part-{setting}-{seed}.json")
+
+
+def merge_parts(out: Path) -> Dict[str, Any]:
+    """Fold every part file (one per task, written as its methods finish) into ``out``; a part is
+    removed once merged, so a stopped run loses nothing and a rerun skips what finished."""
     data = _load(out)
-    for setting in settings:
-        for seed in seeds:
-            done = {r["method"] for r in data["runs"] if r["setting"] == setting and r["seed"] == seed}
-            if set(METHODS) <= done:
+    parts = sorted(out.parent.glob(f"{out.stem}.part-*.json"))
+    for part in parts:
+        known = {(r["setting"], r["seed"], r["method"]) for r in data["runs"]}
+        data["runs"] += [r for r in _load(part)["runs"] if (r["setting"], r["seed"], r["method"]) not in known]
+    if parts:
+        _save(out, data)
+        for part in parts:
+            part.unlink()
+    return data
+
+
+def run_task(task: tuple, out: str, cache_dir: str, threads: int) -> tuple:
+    """One queue item in a worker process: ("warmup", setting, seed) or ("seed", setting, seed).
+    A seed task records each method into its own part file as it finishes."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    kind, setting, seed = task
+    if kind == "warmup":
+        return task, warm_up(setting, seed, Path(cache_dir))
+    part = _part(Path(out), setting, seed)
+    data = _load(part)
+    done = _done_methods(_load(Path(out)), setting, seed) | _done_methods(data, setting, seed)
+
+    def record(run):
+        data["runs"].append(run)
+        _save(part, data)
+
+    run_one(setting, seed, done, record, Path(cache_dir))
+    return task, None
+
+
+def plan_tasks(settings: List[str], seeds: List[int], data: Dict[str, Any]) -> List[tuple]:
+    """The unfinished (setting, seed) tasks, costliest first, each corpus's warm-up before them."""
+    seeds_left = [(s, seed) for s in settings for seed in seeds if not set(METHODS) <= _done_methods(data, s, seed)]
+    seeds_left.sort(key=lambda t: -COST.get(t[0], 0))  # stable: settings and seeds keep their order
+    warmups, seen = [], set()
+    for setting, seed in seeds_left:
+        if corpus_of(setting) not in seen:
+            seen.add(corpus_of(setting))
+            warmups.append(("warmup", setting, seed))
+    return warmups + [("seed", setting, seed) for setting, seed in seeds_left]
+
+
+def schedule(tasks: List[tuple], jobs: int, submit) -> None:
+    """Run ``tasks`` on ``jobs`` workers: ``submit(task)`` returns a future. A seed task waits for its
+    corpus's warm-up (two workers never warm one corpus at once); among ready tasks the first in
+    ``tasks`` (the costliest) goes next, so the long ones do not end up alone at the end."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    pending, running, warmed, failed = list(tasks), {}, set(), []
+    while pending or running:
+        while len(running) < jobs:
+            ready = [t for t in pending if t[0] == "warmup" or corpus_of(t[1]) in warmed]
+            if not ready:
+                break
+            pending.remove(ready[0])
+            running[submit(ready[0])] = ready[0]
+        if not running:  # a warm-up failed: its seed tasks can never start
+            raise SystemExit(f"tasks that cannot start (their warm-up failed): {pending}; failures: {failed}")
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            task = running.pop(future)
+            try:
+                _, info = future.result()
+            except Exception as exc:  # keep the others going; report at the end
+                log.error("task %s failed: %r", task, exc)
+                failed.append((task, repr(exc)))
                 continue
+            if task[0] == "warmup":
+                warmed.add(corpus_of(task[1]))
+                log.info("warm-up for %s ready: %s", corpus_of(task[1]), info)
+    if failed:
+        raise SystemExit(f"{len(failed)} task(s) failed: {failed}")
 
-            def record(run, data=data):
-                data["runs"].append(run)
-                _save(out, data)
 
-            run_one(setting, seed, done, record, cache_dir)
+def run_settings(settings: List[str], seeds: List[int], out: Path, cache_dir: Path, jobs: int,
+                 threads: int) -> None:
+    """Every unfinished task, in this process (``jobs=1``) or on a pool of worker processes."""
+    tasks = plan_tasks(settings, seeds, merge_parts(out))
+    log.info("quick: %d tasks on %d worker(s): %s", len(tasks), jobs, tasks)
+    if jobs <= 1:
+        for task in tasks:
+            run_task(task, str(out), str(cache_dir), threads)
+            merge_parts(out)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: fresh interpreters (no forked torch thread pools); one torch thread each unless told
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        try:
+            schedule(tasks, jobs, lambda task: pool.submit(run_task, task, str(out), str(cache_dir), threads or 1))
+        finally:
+            merge_parts(out)
+
+
+def _worker_init() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
 
 
 def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -230,36 +354,10 @@ def run_quick(args: argparse.Namespace) -> None:
     start = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.merge_only:  # a stopped run: merge what the groups finished and write the summary
-        data = _load(out)
-        for part in sorted(out.parent.glob(f"{out.stem}.part-*.json")):
-            known = {(r["setting"], r["seed"], r["method"]) for r in data["runs"]}
-            data["runs"] += [r for r in _load(part)["runs"] if (r["setting"], r["seed"], r["method"]) not in known]
-        _save(out, data)
-    elif args.jobs > 1 and len(args.settings) > 1:
-        # one process per corpus group, one torch thread each; each writes its own part file
-        groups: Dict[str, List[str]] = {}
-        for s in args.settings:
-            groups.setdefault(s.split("_")[0], []).append(s)
-        procs = []
-        for name, settings in groups.items():
-            part = out.with_name(f"{out.stem}.part-{name}.json")
-            cmd = [sys.executable, str(REPO / "jobs" / "benchmark.py"), "quick", "--jobs", "1", "--threads", "1",
-                   "--out", str(part), "--cache-dir", str(cache_dir), "--settings", *settings,
-                   "--seeds", *map(str, args.seeds), "--no-summary"]
-            procs.append((part, subprocess.Popen(cmd)))
-        codes = [p.wait() for _, p in procs]
-        data = _load(out)
-        for part, _ in procs:
-            known = {(r["setting"], r["seed"], r["method"]) for r in data["runs"]}
-            data["runs"] += [r for r in _load(part)["runs"] if (r["setting"], r["seed"], r["method"]) not in known]
-        _save(out, data)
-        if any(codes):
-            raise SystemExit(f"a settings group failed (exit codes {codes}); finished runs are kept in {out}")
+    if args.merge_only:  # a stopped run: fold in what its tasks finished and write the summary
+        merge_parts(out)
     else:
-        run_settings(args.settings, args.seeds, out, cache_dir)
-    if args.no_summary:
-        return
+        run_settings(args.settings, args.seeds, out, cache_dir, args.jobs, args.threads)
     data = _load(out)
     data["summary"] = summarise(data["runs"])
     data["paper"] = {s: v["paper"] for s, v in SETTINGS.items()}
@@ -278,9 +376,8 @@ def add_quick(sub) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quick.json"))
     p.add_argument("--cache-dir", default=str(REPO / "runs" / "cache"))
-    p.add_argument("--jobs", type=int, default=2, help="processes (settings grouped by corpus)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes fed from one task queue")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--merge-only", action="store_true",
                    help="run nothing: merge the finished runs of the part files and rewrite the summary")
     p.set_defaults(func=run_quick)

@@ -230,6 +230,20 @@ def test_fit_learns_toy_corpus_and_restores_best_dev(tiny_model_cfg, tokenizer, 
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_predict_batches_by_length_but_returns_frame_order(tiny_model_cfg, tokenizer):
+    # rows of very different lengths, interleaved: batched by length inside, frame order outside
+    texts = ["good " * n for n in (12, 1, 7, 2, 15, 3, 9, 1)]
+    frame = pd.DataFrame({"text": texts})
+    model = fresh_model(tiny_model_cfg)
+    pred, probs = predict(model, frame, tokenizer, LABELS, 32, batch_size=3)
+    one_by_one = np.concatenate([predict(model, frame.iloc[[i]], tokenizer, LABELS, 32)[1] for i in range(len(frame))])
+    assert np.allclose(probs, one_by_one, atol=1e-5)
+    assert (pred == one_by_one.argmax(axis=1)).all()
+    assert model.training  # the train/eval mode is restored
+    empty_pred, empty_probs = predict(model, frame.iloc[:0], tokenizer, LABELS, 32)
+    assert empty_pred.shape == (0,) and empty_probs.shape == (0, 2)
+
+
 def test_the_proxy_learns_a_toy_task(tiny_model_cfg, tokenizer, toy):
     train, dev = toy
     start = evaluate(fresh_model(tiny_model_cfg), dev, tokenizer, LABELS, 16)["accuracy"]

@@ -1,0 +1,91 @@
+"""The quick benchmark's task queue: warm-ups before their seeds, costliest first, workers kept busy,
+nothing lost when a run stops (part files), nothing rerun when it resumes. No models are loaded."""
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from jobs import benchmark_quick as bq
+
+
+def _runs(setting, seed, methods):
+    return [{"setting": setting, "seed": seed, "method": m} for m in methods]
+
+
+def test_plan_puts_each_corpus_warmup_first_then_costliest_seeds_and_skips_finished_ones():
+    data = {"runs": _runs("sst2_10shot", 13, bq.METHODS) + _runs("india_covid_x_10pct", 13, ["probe"])}
+    tasks = bq.plan_tasks(["sst2_10shot", "sst2_5shot", "india_covid_x_10pct"], [13, 42], data)
+    # one warm-up per corpus (SST-2 settings share theirs), before any seed task
+    assert tasks[:2] == [("warmup", "india_covid_x_10pct", 13), ("warmup", "sst2_10shot", 42)]
+    seeds = tasks[2:]
+    assert ("seed", "sst2_10shot", 13) not in seeds  # every method finished: not planned again
+    assert ("seed", "india_covid_x_10pct", 13) in seeds  # only the probe finished: planned
+    costs = [bq.COST[s] for _, s, _ in seeds]
+    assert costs == sorted(costs, reverse=True)
+    assert len(seeds) == 5
+
+
+class _Recorder:
+    """Runs tasks on a thread pool, logging starts/ends, so the schedule can be checked."""
+
+    def __init__(self, jobs, fail=()):
+        self.pool = ThreadPoolExecutor(max_workers=jobs + 2)  # more threads than jobs: schedule must limit
+        self.lock = threading.Lock()
+        self.events, self.running, self.peak, self.fail = [], 0, 0, set(fail)
+
+    def submit(self, task):
+        def work():
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+                self.events.append(("start", task))
+            time.sleep(0.02 if task[0] == "warmup" else 0.01)
+            with self.lock:
+                self.running -= 1
+                self.events.append(("end", task))
+            if task in self.fail:
+                raise RuntimeError(f"boom {task}")
+            return task, None
+        return self.pool.submit(work)
+
+
+def test_schedule_never_starts_a_seed_before_its_warmup_and_keeps_at_most_jobs_running():
+    tasks = bq.plan_tasks(["sst2_10shot", "sst2_5shot", "india_covid_x_10pct"], [1, 2, 3], {"runs": []})
+    rec = _Recorder(jobs=2)
+    bq.schedule(tasks, 2, rec.submit)
+    assert rec.peak == 2
+    ended = set()
+    for kind, task in rec.events:
+        if kind == "end":
+            ended.add(task)
+        elif task[0] == "seed":
+            warmup = next(t for t in tasks if t[0] == "warmup" and bq.corpus_of(t[1]) == bq.corpus_of(task[1]))
+            assert warmup in ended, f"{task} started before {warmup} finished"
+    assert {t for k, t in rec.events if k == "end"} == set(tasks)  # every task ran once
+    assert sum(1 for k, _ in rec.events if k == "start") == len(tasks)
+
+
+def test_a_failed_warmup_stops_only_its_corpus_and_is_reported():
+    tasks = bq.plan_tasks(["sst2_10shot", "india_covid_x_10pct"], [1, 2], {"runs": []})
+    broken = ("warmup", "india_covid_x_10pct", 1)
+    rec = _Recorder(jobs=2, fail={broken})
+    with pytest.raises(SystemExit, match="warm-up failed") as err:
+        bq.schedule(tasks, 2, rec.submit)
+    started = {t for k, t in rec.events if k == "start"}
+    assert {("seed", "sst2_10shot", 1), ("seed", "sst2_10shot", 2)} <= started  # the other corpus ran
+    assert not any(t[0] == "seed" and t[1] == "india_covid_x_10pct" for t in started)
+    assert "india_covid_x_10pct" in str(err.value)
+
+
+def test_merge_parts_folds_finished_methods_once_and_removes_the_parts(tmp_path):
+    out = tmp_path / "quick.json"
+    out.write_text(json.dumps({"runs": _runs("sst2_5shot", 1, ["probe"])}))
+    bq._part(out, "sst2_5shot", 1).write_text(json.dumps({"runs": _runs("sst2_5shot", 1, ["probe", "raw"])}))
+    bq._part(out, "sst2_5shot", 2).write_text(json.dumps({"runs": _runs("sst2_5shot", 2, ["setfit"])}))
+    data = bq.merge_parts(out)
+    got = sorted((r["seed"], r["method"]) for r in data["runs"])
+    assert got == [(1, "probe"), (1, "raw"), (2, "setfit")]
+    assert json.loads(out.read_text())["runs"] == data["runs"]
+    assert not list(tmp_path.glob("quick.part-*.json"))
