@@ -358,6 +358,15 @@ def fit_classifier(model: nn.Module, tokenizer, train_df: pd.DataFrame,
         [str(i) for i in range(len(originals))]
 
     def pool_of(frame: Optional[pd.DataFrame], version: int) -> Optional[_PseudoPool]:
+        if frame is not None and len(frame):
+            # an empty pseudo sample (a source cut to nothing) teaches nothing: every mode and
+            # every augmenter's rows pass here, reflective regenerations included
+            from dcls_core.data import blank_text
+
+            empty = blank_text(frame["text"])
+            if empty.any():
+                log.warning("training without %d empty pseudo sample(s)", int(empty.sum()))
+                frame = frame[~empty]
         if frame is None or len(frame) == 0:
             return None
         frame = frame.assign(is_pseudo=True)

@@ -365,6 +365,23 @@ def test_reflective_regenerates_every_r_epochs_static_never(tiny_model_cfg, toke
                        mode="reflective")
 
 
+def test_empty_pseudo_samples_never_reach_a_batch_static_or_reflective(tiny_model_cfg, tokenizer, toy):
+    train, dev = toy
+    small = train.head(8)
+
+    def with_empties(tag):
+        pseudo = toy_pseudo(small, tag=tag)
+        pseudo.loc[[0, 3], "text"] = ["", "\u200b \u200b"]  # cut to nothing / zero-width only
+        return pseudo
+
+    res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev.head(6), LABELS, cfg(epochs=2),
+                         max_length=16, seed=0, pseudo_df=with_empties("s"), mode="static")
+    assert [r["n_pseudo"] for r in res.history[1:]] == [6, 6]
+    res = fit_classifier(fresh_model(tiny_model_cfg), tokenizer, small, dev.head(6), LABELS, cfg(epochs=2),
+                         max_length=16, seed=0, mode="reflective", regenerate=lambda model: with_empties("r"))
+    assert [r["n_pseudo"] for r in res.history[1:]] == [6, 6]
+
+
 def test_train_proxy_plain_ce_on_originals_with_its_own_recipe(tiny_model_cfg, tokenizer, toy, monkeypatch):
     train, dev = toy
     alphas = []
