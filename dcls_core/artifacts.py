@@ -11,6 +11,9 @@ A run folder holds one pipeline run::
 Every write is atomic: a stage builds its output in a temporary sibling folder and renames
 it into place only when it finished, so a killed stage never leaves a half output that a
 rerun would trust. Files are written to ``<name>.tmp-<pid>`` and ``os.replace``-d.
+
+A run kept on a URI (``storage_path=s3://...``, see ``dcls_core.storage``) works in a local
+working copy that ``RunFolder(remote=...)`` mirrors there stage by stage.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Union
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from dcls_core.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +119,21 @@ class StageOutput:
 
 
 class RunFolder:
-    """The run folder plus its stage cache."""
+    """The run folder plus its stage cache.
 
-    def __init__(self, root: PathLike, logger: Optional[Callable[[str], None]] = None):
+    ``remote``: where the run is kept when that is a URI (``dcls_core.storage``); ``root`` is then
+    its working copy. Each finished stage is uploaded there (``_stage.json`` last), a stage found
+    there but not here is downloaded instead of recomputed, and :meth:`publish` uploads the rest.
+    """
+
+    def __init__(self, root: PathLike, logger: Optional[Callable[[str], None]] = None,
+                 remote: Optional["Location"] = None):
         self.root = Path(root).expanduser().resolve()
         self.stages = self.root / "stages"
         self.stages.mkdir(parents=True, exist_ok=True)
         self._log = logger or log.info
         self.history: list[StageOutput] = []
+        self.remote = remote
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -131,8 +144,45 @@ class RunFolder:
     def find(self, name: str, key: str) -> Optional[StageOutput]:
         folder = self.stage_dir(name, key)
         if (folder / MARKER).exists():
+            self._upload(folder, only_if_missing=True)  # an earlier run may have stopped before uploading it
+            return StageOutput(name, key, folder, skipped=True)
+        if self.remote is not None and self._download(folder):
             return StageOutput(name, key, folder, skipped=True)
         return None
+
+    def _remote_stage(self, folder: Path) -> "Location":
+        return self.remote.join("stages", folder.name)
+
+    def _upload(self, folder: Path, only_if_missing: bool = False) -> None:
+        if self.remote is None:
+            return
+        from dcls_core import storage
+
+        target = self._remote_stage(folder)
+        if only_if_missing and storage.exists(target.join(MARKER)):
+            return
+        count = storage.upload(folder, target, last=MARKER)
+        self._log(f"[stage] {folder.name}: uploaded {count} files to {target}")
+
+    def _download(self, folder: Path) -> bool:
+        from dcls_core import storage
+
+        source = self._remote_stage(folder)
+        if not storage.exists(source.join(MARKER)):
+            return False
+        storage.download(source, folder)
+        self._log(f"[stage] {folder.name}: finished in {source}, downloaded")
+        return (folder / MARKER).exists()
+
+    def publish(self) -> None:
+        """Upload the run's top-level files and folders (metrics, report, plots, ...) to ``remote``;
+        stages were uploaded as they finished. Nothing to do for a run folder on a path."""
+        if self.remote is None:
+            return
+        from dcls_core import storage
+
+        count = storage.upload(self.root, self.remote, skip=("stages",))
+        self._log(f"run folder: uploaded {count} files to {self.remote}")
 
     def stage(self, name: str, inputs: Iterable[Union[StageOutput, str]], config: Any,
               fn: Callable[[Path], Optional[Dict[str, Any]]]) -> StageOutput:
@@ -169,6 +219,7 @@ class RunFolder:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self._upload(final)
         self._log(f"[stage] {name}-{key}: done in {time.time() - start:.1f}s")
         out = StageOutput(name, key, final, skipped=False)
         self.history.append(out)

@@ -7,6 +7,7 @@ does for a bad command line. Output meant for programs goes to stdout, logs go t
 
     dcls data describe <preset or path> [key=value ...]
     dcls augment --input FILE [--text-column C --label-column C] --output OUT.parquet [--overwrite] [key=value ...]
+    dcls pipeline [key=value ...]          (jobs/pipeline.py: the whole pipeline on Ray)
 
 Every command reads its settings through :func:`dcls_core.config.load_config` (the pipeline too,
 through :func:`run_config`), so an override means the same thing everywhere.
@@ -292,6 +293,29 @@ def _add_augment_parser(commands: argparse._SubParsersAction) -> None:
     augment.set_defaults(func=_augment)
 
 
+# ---------------------------------------------------------------------------------------
+# dcls pipeline ...
+# ---------------------------------------------------------------------------------------
+def _pipeline(args: argparse.Namespace) -> int:
+    # The Ray job itself (jobs/pipeline.py, shipped in the wheel): the console script makes it
+    # runnable from an installed package, e.g. as a RayJob's entrypoint in the container image.
+    from jobs.pipeline import main as pipeline_main
+
+    return pipeline_main(list(args.overrides))
+
+
+def _add_pipeline_parser(commands: argparse._SubParsersAction) -> None:
+    pipeline = commands.add_parser(
+        "pipeline", help="run the whole pipeline on Ray (the same job as python jobs/pipeline.py)",
+        description="Data -> proxy -> importance -> generator -> generation -> classifier arms -> "
+                    "evaluation -> report, on a local Ray or the cluster in RAY_ADDRESS (`ray job submit "
+                    "... -- dcls pipeline key=value ...`). The same job and overrides as "
+                    "`python jobs/pipeline.py`; finished stages are skipped when it runs again.")
+    pipeline.add_argument("overrides", nargs="*", metavar="key=value",
+                          help="Hydra overrides, e.g. experiment=demo storage_path=/mnt/shared/runs ray=cluster")
+    pipeline.set_defaults(func=_pipeline)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dcls", description="DiffusionCLS data augmentation tools.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -299,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_parser(commands)
     _add_augment_parser(commands)
+    _add_pipeline_parser(commands)
     return parser
 
 

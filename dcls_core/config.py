@@ -578,7 +578,16 @@ def to_config(cfg: Any) -> Config:
 
 
 def configs_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "configs"
+    """The Hydra config tree: the copy an installed wheel ships as ``dcls_core/configs``
+    (``pip install .``, the container image), else ``configs/`` of the checkout this package was
+    imported from (editable install, ``PYTHONPATH=.``, a Ray job's uploaded working dir)."""
+    package = Path(__file__).resolve().parent
+    candidates = (package / "configs", package.parent / "configs")
+    for candidate in candidates:
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ConfigError(f"no Hydra configs found (looked for config.yaml in {', '.join(map(str, candidates))}): "
+                      f"install dcls from a wheel built with its configs, or run from a checkout")
 
 
 def _string_keys(value: Any) -> Any:

@@ -55,9 +55,11 @@ def prepare(cfg_like: Any):
     from dcls_core.config import to_config
     from dcls_core.data import load_dataset
     from dcls_core.models import check_max_lengths
+    from dcls_core.storage import check_storage
     from jobs.ray_runtime import check_local_resources
 
     cfg = to_config(cfg_like)
+    check_storage(cfg)  # a URI storage_path: its filesystem package is installed and the folder reachable
     check_local_resources(cfg.ray)  # a request a local Ray can never place would wait forever
     for name in cfg.ray.fit_workers:
         if name not in FITS:
@@ -103,13 +105,17 @@ def fit_ray_cfg(cfg: Config, fit: str) -> RayConfig:
 
 
 def run_folder(cfg: Config) -> Path:
-    if cfg.output_dir:
-        return Path(cfg.output_dir).expanduser()
-    return Path(cfg.storage_path).expanduser() / cfg.experiment
+    """Where the stages work: ``output_dir`` or ``<storage_path>/<experiment>``, or the local working
+    copy of a run kept on a URI (``dcls_core.storage``)."""
+    from dcls_core.storage import working_copy
+
+    return working_copy(cfg)
 
 
 def cache_dir(cfg: Config) -> Path:
-    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path(cfg.storage_path).expanduser() / "cache"
+    from dcls_core import storage
+
+    return storage.cache_dir(cfg)
 
 
 def _records(frame: Optional[pd.DataFrame]):
@@ -170,8 +176,10 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     from dcls_core.importance import normalise_importance
     from jobs.ray_runtime import init_ray
 
+    from dcls_core.storage import check_working_copy, remote_run
+
     root = run_folder(cfg)
-    run = RunFolder(root, logger=log.info)
+    run = RunFolder(root, logger=log.info, remote=remote_run(cfg))
     atomic_write_text(run.path("config.yaml"), OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     names = bundle.vocab.names
     ml = cfg.data.max_length
@@ -180,6 +188,9 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     dev = pd.read_parquet(data.file("dev.parquet"))
     test = pd.read_parquet(data.file("test.parquet"))
     init_ray(cfg.ray)
+    import ray
+
+    check_working_copy(cfg, nodes=sum(1 for node in ray.nodes() if node.get("Alive")))
     method = cfg.augment.method
     augmenting = method != "none" and (cfg.augment.n > 0 or cfg.augment.policy == "balance")
 
@@ -351,7 +362,8 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     write_report(root, metrics, augmented, config=cfg, stages=run.summary(),
                  checkpoints={arm: str(stage.file("model")) for arm, stage in stages.items()})
     print(metrics_table(metrics))
-    print(f"\nrun folder: {root}")
+    run.publish()  # a run kept on a URI: the top-level files (stages were uploaded as they finished)
+    print(f"\nrun folder: {root}" + (f" (kept in {run.remote})" if run.remote else ""))
     return {"run": str(root), "metrics": metrics, "stages": run.summary()}
 
 

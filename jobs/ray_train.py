@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from dcls_core.config import RayConfig
 
@@ -29,22 +29,36 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- driver side
 def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[str, Any],
-                 ray_cfg: RayConfig, storage_path: os.PathLike, name: str) -> Path:
-    """Run ``loop_fn`` under Ray Train and return the path of its last reported checkpoint."""
+                 ray_cfg: RayConfig, storage_path: Union[os.PathLike, str], name: str) -> Path:
+    """Run ``loop_fn`` under Ray Train and return the local path of its last reported checkpoint.
+
+    ``storage_path``: a folder every worker sees, or a URI (``s3://bucket/train``; see
+    ``dcls_core.storage``) that Ray Train writes through ``pyarrow.fs``; a checkpoint kept on a URI
+    is downloaded to a local temporary folder."""
     from ray.train import RunConfig, ScalingConfig, FailureConfig
     from ray.train.torch import TorchTrainer
 
+    from dcls_core.storage import parse_location, require_filesystem
+
+    location = parse_location(str(storage_path), "storage_path")
     config = dict(loop_config)
     config["_ray"] = asdict(ray_cfg)
-    # Local mode does not copy checkpoints to storage: the loop writes them there itself.
-    config["_checkpoint_root"] = str(Path(storage_path).resolve() / name / "local_checkpoints")
+    # Local mode does not copy checkpoints to storage: the loop (in this process) writes them there
+    # itself, or into a local folder when the storage is a URI.
+    config["_checkpoint_root"] = str(location.local_path() / name / "local_checkpoints" if not location.is_remote
+                                     else Path(tempfile.mkdtemp(prefix=f"dcls-{name}-")))
+    if location.is_remote:
+        require_filesystem(location)
+        filesystem, path = location.filesystem()
+        storage = {"storage_path": path, "storage_filesystem": filesystem}
+    else:
+        storage = {"storage_path": location.path}
     workers = int(ray_cfg.num_workers)
     trainer = TorchTrainer(
         loop_fn,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(ray_cfg.use_gpu) and workers > 0),
-        run_config=RunConfig(storage_path=str(Path(storage_path).resolve()), name=name,
-                             failure_config=FailureConfig(max_failures=0)),
+        run_config=RunConfig(name=name, failure_config=FailureConfig(max_failures=0), **storage),
     )
     mode = "local mode" if workers == 0 else f"{workers} workers, {ray_cfg.strategy}"
     log.info("Ray Train %s: %s", name, mode)
@@ -53,7 +67,17 @@ def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[st
         raise result.error
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train run {name!r} reported no checkpoint")
-    return Path(result.checkpoint.path)
+    return _local_checkpoint(result.checkpoint, name)
+
+
+def _local_checkpoint(checkpoint, name: str) -> Path:
+    """A checkpoint's folder on this node: its own path when it is on a local (or mounted) path,
+    else a download of it (a URI storage)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
+        return Path(checkpoint.path)
+    return Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"dcls-{name}-checkpoint-")))
 
 
 # --------------------------------------------------------------------------- worker side
