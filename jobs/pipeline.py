@@ -285,7 +285,8 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
 
             warm = warmup_remote(cfg, train, dev, test) if uses_masked_lm(method) else {}
             rows, stats = augment_remote(cfg, train, dev, test, names, warm.get("path"))
-            summary = {"rows": len(rows), "method": method, "stats": stats}
+            rows, empty = da.drop_empty_pseudo(rows)  # as the diffusion stage: counted in _stage.json
+            summary = {"rows": len(rows), "method": method, "stats": stats, "empty_dropped": empty}
             rows = _judge_filter(rows, raw.file("model"), names, cfg, summary)
             atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
             return summary
