@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -279,11 +280,19 @@ def test_the_wheel_installed_into_a_fresh_venv_runs_the_smoke_pipeline_outside_t
 def test_ray_job_submit_with_the_shared_runtime_env_runs_the_pipeline_on_a_token_auth_head(tmp_path, data_root):
     ray_bin = Path(sys.executable).parent / "ray"
     gcs, dashboard = _free_port(), _free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    env.pop("RAY_ADDRESS", None)
+    # this head's own token (as KubeRay's authOptions give one): nothing read from ~/.ray
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(var, None)
     temp = Path("/tmp") / f"ray-deploy-{os.getpid()}"  # short: Ray's socket paths have a length limit
     start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
                             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
+                            # the agent's fixed default ports (52365, ...) collide with any other Ray
+                            # on the machine (another test's): the job agent then never comes up
+                            *(f"--{name}={_free_port()}" for name in (
+                                "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                "runtime-env-agent-port", "metrics-export-port", "ray-client-server-port")),
                             "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
                            capture_output=True, text=True, env=env, timeout=180)
     try:
@@ -293,10 +302,17 @@ def test_ray_job_submit_with_the_shared_runtime_env_runs_the_pipeline_on_a_token
                   "--runtime-env", "cluster/runtime_env.yaml", "--",
                   "dcls", "pipeline", "experiment=smoke", f"storage_path={runs}", f"data.root={data_root}"]
         began = time.time()
-        job = subprocess.run(submit, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-        log = job.stdout + job.stderr
+        while True:  # the head's job agent comes up a few seconds after `ray start` returns
+            job = subprocess.run(submit, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+            log = job.stdout + job.stderr
+            if "No available agent to submit job" not in log or time.time() - began > 90:
+                break
+            time.sleep(2)
         assert job.returncode == 0, log[-4000:]
-        assert "SUCCEEDED" in log
+        job_id = re.search(r"Job '(raysubmit_\w+)' submitted", log).group(1)
+        status = subprocess.run([ray_bin, "job", "status", f"--address=http://127.0.0.1:{dashboard}", job_id],
+                                capture_output=True, text=True, env=env, timeout=60)
+        assert f"Job '{job_id}' succeeded" in status.stdout, status.stdout[-2000:]  # Ray's word for SUCCEEDED
         assert "Ray: cluster" in log  # the job joined the head, not a Ray of its own
         metrics = json.loads((runs / "smoke" / "metrics.json").read_text())
         assert {"raw", "no_augmentation", "augmented"} <= set(metrics)
