@@ -387,6 +387,10 @@ class ClassifierConfig:
     pseudo_per_step: int = 1  # pseudo samples each original carries into its batch (0: all it has)
     alpha: float = 1.0  # weight of the contrastive loss L_c (paper: 1)
     tau: float = 0.1
+    # L_c: "negatives" (the paper's Eq. 5: push different-label originals apart) or "positives"
+    # (supervised contrastive: same-label originals and an original's own pseudo samples pulled
+    # together; dcls_core.losses.positive_contrastive_loss)
+    contrastive: str = "negatives"
     head_init: str = "probe"  # probe: logistic regression on frozen pooled features (LP-FT) | random
     probe_C: float = 1.0  # inverse L2 strength of that logistic regression
     eval_every: int = 10  # steps between dev evaluations (also at step 0 and at the end)
@@ -410,6 +414,7 @@ class ClassifierConfig:
         _check(self.batch_size >= 2, "classifier.batch_size", "must be >= 2", self.batch_size)
         _check(self.pseudo_per_step >= 0, "classifier.pseudo_per_step", "must be >= 0", self.pseudo_per_step)
         _one_of("classifier.head_init", self.head_init, ("probe", "random"))
+        _one_of("classifier.contrastive", self.contrastive, ("negatives", "positives"))
         _check(self.probe_C > 0, "classifier.probe_C", "must be > 0", self.probe_C)
         _check(self.eval_every >= 1, "classifier.eval_every", "must be >= 1", self.eval_every)
 

@@ -29,12 +29,12 @@ exactly where the head looks.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["contrastive_loss", "noise_resistant_loss"]
+__all__ = ["contrastive_loss", "positive_contrastive_loss", "noise_resistant_loss"]
 
 
 def contrastive_loss(h: torch.Tensor, labels: torch.Tensor, is_original: torch.Tensor,
@@ -67,24 +67,74 @@ def contrastive_loss(h: torch.Tensor, labels: torch.Tensor, is_original: torch.T
     return (torch.logsumexp(scores, dim=0) / k).to(h.dtype)
 
 
+def positive_contrastive_loss(h: torch.Tensor, labels: torch.Tensor, is_original: torch.Tensor,
+                              source: torch.Tensor, tau: float) -> torch.Tensor:
+    """A supervised-contrastive L_c with positives (``classifier.contrastive=positives``; not the
+    paper's Eq. 5, which has negatives only). Anchors are the originals; the positives of anchor i
+    are the other originals of its label and *its own* pseudo samples (``source[j] == source[i]``),
+    the candidates of its softmax are every other original and its own pseudo samples:
+
+        L = -(1/K) sum_i 1/|P_i| sum_{p in P_i} log( exp(s_ip/tau) / sum_{a in A_i} exp(s_ia/tau) )
+
+    So a pseudo sample is pulled only towards its source (SetFit's pairs, with a generated
+    partner) and a pseudo sample of another source never enters an anchor's term: noisy pseudo
+    samples cannot pull the geometry of other classes. Without pseudo rows it is SupCon over the
+    originals. Anchors with no positive are skipped; 0 (graph-attached) when none has one.
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    device = h.device
+    orig = is_original.to(device=device, dtype=torch.bool)
+    labels, source = labels.to(device), source.to(device)
+    zero = (h * 0.0).sum()
+    anchors = torch.nonzero(orig).flatten()
+    if len(anchors) == 0:
+        return zero
+    z = F.normalize(h.float(), p=2, dim=-1, eps=1e-8)
+    sim = z[anchors] @ z.t() / tau  # [K, B]
+    not_self = torch.ones_like(sim, dtype=torch.bool)
+    not_self[torch.arange(len(anchors), device=device), anchors] = False
+    own = source.unsqueeze(0) == source[anchors].unsqueeze(1)  # own pseudo samples (and self)
+    candidates = not_self & (orig.unsqueeze(0) | own)
+    positive = candidates & ((labels.unsqueeze(0) == labels[anchors].unsqueeze(1)) & orig.unsqueeze(0) | own)
+    has_pos = positive.any(dim=1)
+    if not bool(has_pos.any()):
+        return zero
+    log_prob = sim - torch.logsumexp(sim.masked_fill(~candidates, float("-inf")), dim=1, keepdim=True)
+    per_anchor = (log_prob * positive).sum(dim=1)[has_pos] / positive.sum(dim=1)[has_pos]
+    return (-per_anchor.mean()).to(h.dtype)
+
+
 def noise_resistant_loss(logits: torch.Tensor, h: torch.Tensor, labels: torch.Tensor,
-                         is_original: torch.Tensor, alpha: float, tau: float
+                         is_original: torch.Tensor, alpha: float, tau: float,
+                         source: Optional[torch.Tensor] = None, contrastive: str = "negatives"
                          ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """L = L_e + alpha * L_c (Eq. 6) and its parts as floats {"loss", "ce", "contrastive"}.
 
     L_e is the mean cross-entropy over all rows (originals and pseudo samples together);
-    L_c is ``contrastive_loss`` over the originals only. With alpha == 0 the loss is
-    exactly the cross-entropy (L_c is still reported, for monitoring).
+    L_c is ``contrastive_loss`` over the originals only (``contrastive="negatives"``, the paper)
+    or ``positive_contrastive_loss`` (``"positives"``: needs ``source``, each row's original).
+    With alpha == 0 the loss is exactly the cross-entropy (L_c is still reported, for monitoring).
     """
     if alpha < 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if contrastive not in ("negatives", "positives"):
+        raise ValueError(f"contrastive must be 'negatives' or 'positives', got {contrastive!r}")
+    if contrastive == "positives" and source is None:
+        raise ValueError("contrastive='positives' needs each row's source index")
+
+    def term(hh: torch.Tensor) -> torch.Tensor:
+        if contrastive == "positives":
+            return positive_contrastive_loss(hh, labels, is_original, source, tau)
+        return contrastive_loss(hh, labels, is_original, tau)
+
     ce = F.cross_entropy(logits, labels.to(logits.device))
     if alpha == 0:
         with torch.no_grad():
-            lc = contrastive_loss(h.detach(), labels, is_original, tau)
+            lc = term(h.detach())
         loss = ce
     else:
-        lc = contrastive_loss(h, labels, is_original, tau)
+        lc = term(h)
         loss = ce + alpha * lc
     parts = {"loss": float(loss.detach()), "ce": float(ce.detach()), "contrastive": float(lc.detach())}
     return loss, parts

@@ -109,12 +109,15 @@ def _collate(pad_id: int) -> Callable[[List[Dict[str, Any]]], Dict[str, torch.Te
             n = len(e["input_ids"])
             ids[row, :n] = torch.tensor(e["input_ids"], dtype=torch.long)
             mask[row, :n] = 1
-        return {
+        batch = {
             "input_ids": ids,
             "attention_mask": mask,
             "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
             "is_original": torch.tensor([e["is_original"] for e in examples], dtype=torch.bool),
         }
+        if all("source" in e for e in examples):  # each row's original (its index in the batch plan)
+            batch["source"] = torch.tensor([e["source"] for e in examples], dtype=torch.long)
+        return batch
     return collate
 
 
@@ -413,14 +416,15 @@ def fit_classifier(model: nn.Module, tokenizer, train_df: pd.DataFrame,
         rows = plan[step - 1][rank::world] if world > 1 else plan[step - 1]
         examples = []
         for r in rows:
-            examples.append(orig_examples[r])
+            examples.append({**orig_examples[r], "source": r})
             if pool is not None:
-                examples.extend(pool.take(orig_ids[r]))
+                examples.extend({**ex, "source": r} for ex in pool.take(orig_ids[r]))
         batch = {k: v.to(device) for k, v in collate(examples).items()}
         stepper.model.train()
         out = stepper.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         loss, parts = noise_resistant_loss(out.logits, out.pooled, batch["labels"], batch["is_original"],
-                                           alpha=cfg.alpha, tau=cfg.tau)
+                                           alpha=cfg.alpha, tau=cfg.tau, source=batch["source"],
+                                           contrastive=cfg.contrastive)
         stepper.backward(loss)
         stepper.step()
         for key in ("loss", "ce", "contrastive"):

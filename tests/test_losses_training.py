@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dcls_core.config import ClassifierConfig
-from dcls_core.losses import contrastive_loss, noise_resistant_loss
+from dcls_core.losses import contrastive_loss, noise_resistant_loss, positive_contrastive_loss
 from dcls_core import training
 from dcls_core.training import (FitResult, batch_plan, evaluate, fit_classifier, make_loader, predict,
                                 train_proxy)
@@ -105,6 +105,52 @@ def test_contrastive_stable_at_small_tau():
     h = torch.randn(16, 8)
     lc = contrastive_loss(h, torch.arange(16) % 2, torch.ones(16, dtype=torch.bool), tau=1e-4)
     assert torch.isfinite(lc)
+
+
+def test_positive_contrastive_matches_brute_force_supcon_with_own_pseudo_positives():
+    torch.manual_seed(0)
+    h = torch.randn(6, 5)
+    labels = torch.tensor([0, 0, 1, 1, 0, 1])
+    is_original = torch.tensor([True, True, True, True, False, False])
+    source = torch.tensor([0, 1, 2, 3, 0, 2])  # row 4 is a pseudo sample of 0, row 5 of 2
+    tau = 0.5
+    z = F.normalize(h, dim=-1)
+    total, anchors = 0.0, 0
+    for i in range(4):
+        cands = [j for j in range(6) if j != i and (is_original[j] or source[j] == source[i])]
+        pos = [j for j in cands if (is_original[j] and labels[j] == labels[i]) or source[j] == source[i]]
+        denom = math.log(sum(math.exp(float(z[i] @ z[a]) / tau) for a in cands))
+        total += -sum(float(z[i] @ z[p]) / tau - denom for p in pos) / len(pos)
+        anchors += 1
+    got = positive_contrastive_loss(h, labels, is_original, source, tau).item()
+    assert got == pytest.approx(total / anchors, rel=1e-5)
+
+
+def test_positive_contrastive_pulls_a_pseudo_sample_only_towards_its_source():
+    torch.manual_seed(1)
+    h = torch.randn(6, 5, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 0, 1])
+    is_original = torch.tensor([True, True, True, True, False, False])
+    source = torch.tensor([0, 1, 2, 3, 0, 2])
+    positive_contrastive_loss(h, labels, is_original, source, 0.5).backward()
+    z0 = F.normalize(h[0].detach(), dim=-1)
+    # a small step against the gradient brings pseudo row 4 closer to its source (row 0)
+    moved = h[4].detach() - 0.1 * h.grad[4]
+    assert float(F.normalize(moved, dim=-1) @ z0) > float(F.normalize(h[4].detach(), dim=-1) @ z0)
+    # a pseudo sample whose source is not in the batch gets no gradient at all
+    h2 = h.detach().clone().requires_grad_(True)
+    positive_contrastive_loss(h2, labels, is_original, torch.tensor([0, 1, 2, 3, 0, 9]), 0.5).backward()
+    assert torch.count_nonzero(h2.grad[5]) == 0
+
+
+def test_noise_resistant_loss_positives_needs_sources():
+    logits, h = torch.randn(4, 2), torch.randn(4, 3)
+    labels, orig = torch.tensor([0, 1, 0, 1]), torch.ones(4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="source"):
+        noise_resistant_loss(logits, h, labels, orig, 1.0, 0.1, contrastive="positives")
+    loss, parts = noise_resistant_loss(logits, h, labels, orig, 1.0, 0.1, source=torch.arange(4),
+                                       contrastive="positives")
+    assert parts["contrastive"] == pytest.approx(positive_contrastive_loss(h, labels, orig, torch.arange(4), 0.1).item())
 
 
 def test_alpha_zero_is_plain_cross_entropy_and_alpha_adds_lc():
