@@ -89,8 +89,28 @@ def run_setfit(model_path: str, train, test, names: List[str], seed: int, max_st
     return classification_metrics(test["label"].astype(str).tolist(), [int(p) for p in pred], names)
 
 
-def run_one(setting: str, seed: int, done: set, record, cache_dir: Path) -> None:
-    """Every method of one (setting, seed); ``record(run)`` stores each as it finishes."""
+def heldout_pool(cfg, bundle, size: int = 1000):
+    """Labelled rows that are neither sampled (train, dev) nor test, for choosing the recipe's
+    defaults (a development set a few-shot user would not have; never the test split): the
+    source's dev split minus the sampled dev rows when it has one (SST-2: 852 sentences), else the
+    unsampled training rows (India-COVID-X 10 %: ~1,700 tweets); at most ``size`` rows, seed 0."""
+    import dataclasses as dc
+
+    from dcls_core.data import load_dataset
+
+    full = load_dataset(cfg.dataset, dc.replace(cfg.data, protocol="full"))
+    used = set(bundle.train["id"].astype(str)) | set(bundle.dev["id"].astype(str))
+    source_has_dev = not full.dev["id"].astype(str).isin(set(full.train["id"].astype(str))).any() and \
+        cfg.dataset.files.get("dev") is not None
+    pool = full.dev if source_has_dev else full.train
+    pool = pool[~pool["id"].astype(str).isin(used) & ~pool["text"].isin(set(bundle.test["text"]))]  # no test duplicates
+    return pool.sample(n=min(size, len(pool)), random_state=0).reset_index(drop=True)
+
+
+def run_one(setting: str, seed: int, done: set, record, cache_dir: Path, overrides=(), heldout: bool = False) -> None:
+    """Every method of one (setting, seed) not in ``done``; ``record(run)`` stores each as it
+    finishes. ``overrides``: config overrides after the setting's (a variant of the recipe);
+    ``heldout``: also score every method on ``heldout_pool`` (metrics key ``heldout``)."""
     from dcls_core import diffusion_augmenter as da
     from dcls_core.classifier import probe_classifier
     from dcls_core.config import load_config
@@ -99,16 +119,20 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path) -> None
     from dcls_core.models import embedded_model_path, load_classifier, load_tokenizer
     from dcls_core.training import evaluate, fit_classifier
 
-    cfg = load_config(COMMON + SETTINGS[setting]["overrides"] + [f"seed={seed}"])
+    cfg = load_config(COMMON + SETTINGS[setting]["overrides"] + list(overrides) + [f"seed={seed}"])
     bundle = load_dataset(cfg.dataset, cfg.data)
     train, dev, test = bundle.train, bundle.dev, bundle.test
+    pool = heldout_pool(cfg, bundle) if heldout else None
     names, ml, ccfg = bundle.vocab.names, cfg.data.max_length, cfg.classifier
     tok = load_tokenizer(cfg.model)
     rows = {"train": len(train), "dev": len(dev), "test": len(test), "train_ids": sorted(train["id"].astype(str))}
     steps = ccfg.steps_for(len(train))
 
     def both(model) -> Dict[str, Any]:
-        return {"dev": _brief(evaluate(model, dev, tok, names, ml)), "test": _brief(evaluate(model, test, tok, names, ml))}
+        out = {"dev": _brief(evaluate(model, dev, tok, names, ml)), "test": _brief(evaluate(model, test, tok, names, ml))}
+        if pool is not None:
+            out["heldout"] = _brief(evaluate(model, pool, tok, names, ml))
+        return out
 
     def emit(method: str, metrics: Dict[str, Any], seconds: float, **extra) -> None:
         run = {"setting": setting, "method": method, "seed": seed, "rows": rows, "metrics": metrics,
@@ -129,30 +153,39 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path) -> None
         model = probe_classifier(cfg.model, train, names, ml, ccfg.probe_C, seed)
         emit("probe", both(model), time.time() - start)
     need_arms = bool({"raw", "no_augmentation", "augmented", "dcls"} - done)
-    if need_arms:
+    if need_arms:  # raw is the proxy of the others: always trained, recorded unless done
         raw, secs = arm(0.0)
         arms["raw"] = both(raw.model)
-        emit("raw", arms["raw"], secs, steps=raw.steps, best_step=raw.best_step)
-        start = time.time()
-        augmenter = da.DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment, ccfg, ml, cache_dir,
-                                          cfg.data.resolved_root(), dev_df=dev, exclude_texts=test["text"].tolist())
-        pseudo = augmenter.augment(train, names, seed, proxy=raw.model)
-        gen_seconds = time.time() - start
-        noaug, secs = arm(ccfg.alpha)
-        arms["no_augmentation"] = both(noaug.model)
-        emit("no_augmentation", arms["no_augmentation"], secs, steps=noaug.steps, best_step=noaug.best_step)
-        aug, secs = arm(ccfg.alpha, pseudo)
-        arms["augmented"] = both(aug.model)
-        example = pseudo.iloc[0]
-        emit("augmented", arms["augmented"], secs + gen_seconds, steps=aug.steps, best_step=aug.best_step,
-             generation_seconds=round(gen_seconds, 1), pseudo_rows=len(pseudo),
-             pseudo_consistency=float(pseudo["consistency"].mean()),
-             warmup={k: augmenter.stats["warmup"].get(k) for k in ("cached", "steps", "seconds", "key")},
-             example={"original": str(train.set_index("id").loc[example["source_id"], "text"]),
-                      "pseudo": str(example["text"]), "changed_spans": list(map(list, example["changed_spans"]))})
-        choice = select_arm(arms, ccfg.fallback_on_dev)
-        emit("dcls", arms[choice["arm"]], 0.0, selected=choice["arm"], reason=choice["reason"])
-        del raw, noaug, aug
+        if "raw" not in done:
+            emit("raw", arms["raw"], secs, steps=raw.steps, best_step=raw.best_step)
+        if {"no_augmentation", "dcls"} - done:
+            noaug, secs = arm(ccfg.alpha)
+            arms["no_augmentation"] = both(noaug.model)
+            if "no_augmentation" not in done:
+                emit("no_augmentation", arms["no_augmentation"], secs, steps=noaug.steps, best_step=noaug.best_step)
+        if {"augmented", "dcls"} - done:
+            start = time.time()
+            augmenter = da.DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment, ccfg, ml, cache_dir,
+                                              cfg.data.resolved_root(), dev_df=dev,
+                                              exclude_texts=test["text"].tolist())
+            pseudo = augmenter.augment(train, names, seed, proxy=raw.model)
+            if cfg.augment.min_confidence is not None:  # the consistency filter, the raw arm as judge
+                pseudo = pseudo[pseudo["consistency"] >= cfg.augment.min_confidence].reset_index(drop=True)
+            gen_seconds = time.time() - start
+            aug, secs = arm(ccfg.alpha, pseudo)
+            arms["augmented"] = both(aug.model)
+            example = pseudo.iloc[0] if len(pseudo) else None
+            if "augmented" not in done:
+                emit("augmented", arms["augmented"], secs + gen_seconds, steps=aug.steps, best_step=aug.best_step,
+                     generation_seconds=round(gen_seconds, 1), pseudo_rows=len(pseudo),
+                     pseudo_consistency=float(pseudo["consistency"].mean()) if len(pseudo) else float("nan"),
+                     warmup={k: augmenter.stats["warmup"].get(k) for k in ("cached", "steps", "seconds", "key")},
+                     example=None if example is None else {
+                         "original": str(train.set_index("id").loc[example["source_id"], "text"]),
+                         "pseudo": str(example["text"]), "changed_spans": list(map(list, example["changed_spans"]))})
+        if "dcls" not in done:
+            choice = select_arm(arms, ccfg.fallback_on_dev)
+            emit("dcls", arms[choice["arm"]], 0.0, selected=choice["arm"], reason=choice["reason"])
     if "setfit" not in done:
         start = time.time()
         try:
@@ -168,13 +201,13 @@ def corpus_of(setting: str) -> str:
     return next(o.split("=", 1)[1] for o in SETTINGS[setting]["overrides"] if o.startswith("generator.warmup.corpus="))
 
 
-def warm_up(setting: str, seed: int, cache_dir: Path) -> Dict[str, Any]:
+def warm_up(setting: str, seed: int, cache_dir: Path, overrides=()) -> Dict[str, Any]:
     """The setting's generator warm-up, computed once and cached (a cached one only loads)."""
     from dcls_core.config import load_config
     from dcls_core.data import load_dataset
     from dcls_core.warmup import load_or_warmup, run_corpus
 
-    cfg = load_config(COMMON + SETTINGS[setting]["overrides"] + [f"seed={seed}"])
+    cfg = load_config(COMMON + SETTINGS[setting]["overrides"] + list(overrides) + [f"seed={seed}"])
     bundle = load_dataset(cfg.dataset, cfg.data)
     texts = run_corpus(cfg.generator.warmup, bundle.train["text"].tolist(), bundle.dev["text"].tolist(),
                        bundle.test["text"].tolist(), cfg.data.resolved_root())
@@ -205,7 +238,8 @@ def merge_parts(out: Path) -> Dict[str, Any]:
     return data
 
 
-def run_task(task: tuple, out: str, cache_dir: str, threads: int) -> tuple:
+def run_task(task: tuple, out: str, cache_dir: str, threads: int, overrides=(), methods=METHODS,
+             heldout: bool = False) -> tuple:
     """One queue item in a worker process: ("warmup", setting, seed) or ("seed", setting, seed).
     A seed task records each method into its own part file as it finishes."""
     import torch
@@ -214,22 +248,23 @@ def run_task(task: tuple, out: str, cache_dir: str, threads: int) -> tuple:
         torch.set_num_threads(threads)
     kind, setting, seed = task
     if kind == "warmup":
-        return task, warm_up(setting, seed, Path(cache_dir))
+        return task, warm_up(setting, seed, Path(cache_dir), overrides)
     part = _part(Path(out), setting, seed)
     data = _load(part)
     done = _done_methods(_load(Path(out)), setting, seed) | _done_methods(data, setting, seed)
+    done |= set(METHODS) - set(methods)  # methods not asked for
 
     def record(run):
         data["runs"].append(run)
         _save(part, data)
 
-    run_one(setting, seed, done, record, Path(cache_dir))
+    run_one(setting, seed, done, record, Path(cache_dir), overrides, heldout)
     return task, None
 
 
-def plan_tasks(settings: List[str], seeds: List[int], data: Dict[str, Any]) -> List[tuple]:
+def plan_tasks(settings: List[str], seeds: List[int], data: Dict[str, Any], methods=METHODS) -> List[tuple]:
     """The unfinished (setting, seed) tasks, costliest first, each corpus's warm-up before them."""
-    seeds_left = [(s, seed) for s in settings for seed in seeds if not set(METHODS) <= _done_methods(data, s, seed)]
+    seeds_left = [(s, seed) for s in settings for seed in seeds if not set(methods) <= _done_methods(data, s, seed)]
     seeds_left.sort(key=lambda t: -COST.get(t[0], 0))  # stable: settings and seeds keep their order
     warmups, seen = [], set()
     for setting, seed in seeds_left:
@@ -272,13 +307,14 @@ def schedule(tasks: List[tuple], jobs: int, submit) -> None:
 
 
 def run_settings(settings: List[str], seeds: List[int], out: Path, cache_dir: Path, jobs: int,
-                 threads: int) -> None:
+                 threads: int, overrides=(), methods=METHODS, heldout: bool = False) -> None:
     """Every unfinished task, in this process (``jobs=1``) or on a pool of worker processes."""
-    tasks = plan_tasks(settings, seeds, merge_parts(out))
+    tasks = plan_tasks(settings, seeds, merge_parts(out), methods)
+    extra = (list(overrides), list(methods), heldout)
     log.info("quick: %d tasks on %d worker(s): %s", len(tasks), jobs, tasks)
     if jobs <= 1:
         for task in tasks:
-            run_task(task, str(out), str(cache_dir), threads)
+            run_task(task, str(out), str(cache_dir), threads, *extra)
             merge_parts(out)
         return
     import multiprocessing
@@ -288,7 +324,7 @@ def run_settings(settings: List[str], seeds: List[int], out: Path, cache_dir: Pa
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_init) as pool:
         try:
-            schedule(tasks, jobs, lambda task: pool.submit(run_task, task, str(out), str(cache_dir), threads or 1))
+            schedule(tasks, jobs, lambda task: pool.submit(run_task, task, str(out), str(cache_dir), threads or 1, *extra))
         finally:
             merge_parts(out)
 
@@ -308,7 +344,8 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     done: Dict[Any, set] = {}
     for r in runs:
         done.setdefault((r["setting"], r["seed"]), set()).add(r["method"])
-    complete = {key for key, methods in done.items() if set(METHODS) <= methods}
+    studied = {r["method"] for r in runs}  # a study may run a subset of METHODS (--methods)
+    complete = {key for key, methods in done.items() if studied <= methods}
     table: Dict[str, Any] = {}
     for setting in SETTINGS:
         for method in METHODS:
@@ -322,6 +359,10 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
                 "n": len(sel), "accuracy_mean": round(float(acc.mean()), 2), "accuracy_std": round(float(acc.std()), 2),
                 "macro_f1_mean": round(float(f1.mean()), 2), "macro_f1_std": round(float(f1.std()), 2),
                 "seconds_mean": round(float(np.mean([r.get("seconds", 0.0) for r in sel])), 1)}
+            if all("heldout" in r["metrics"] for r in sel):
+                held = np.array([r["metrics"]["heldout"]["macro_f1"] for r in sel]) * 100
+                table[setting][method].update(heldout_macro_f1_mean=round(float(held.mean()), 2),
+                                              heldout_macro_f1_std=round(float(held.std()), 2))
     return table
 
 
@@ -331,8 +372,9 @@ LABELS = {"probe": "probe (LR on frozen MiniLM)", "raw": "raw (alpha = 0)", "no_
 
 def markdown(summary: Dict[str, Any]) -> str:
     """The results table: test accuracy and macro-F1, mean ± std over seeds, with the paper's numbers."""
-    lines = ["| setting | method | seeds | test accuracy % | test macro-F1 % | wall s / run | paper (accuracy %) |",
-             "|---|---|---|---|---|---|---|"]
+    held = any("heldout_macro_f1_mean" in m for methods in summary.values() for m in methods.values())
+    lines = ["| setting | method | seeds | test accuracy % | test macro-F1 % | wall s / run | paper (accuracy %) |"
+             + (" held-out dev macro-F1 % |" if held else ""), "|---|---|---|---|---|---|---|" + ("---|" if held else "")]
     for setting, methods in summary.items():
         paper = SETTINGS[setting]["paper"] or {}
         for method in METHODS:
@@ -342,7 +384,9 @@ def markdown(summary: Dict[str, Any]) -> str:
             ref = {"raw": paper.get("raw"), "dcls": paper.get("dcls")}.get(method)
             lines.append(f"| {setting} | {LABELS[method]} | {m['n']} | {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f} "
                          f"| {m['macro_f1_mean']:.2f} ± {m['macro_f1_std']:.2f} | {m['seconds_mean']:.0f} "
-                         f"| {'' if ref is None else ref} |")
+                         f"| {'' if ref is None else ref} |"
+                         + (f" {m['heldout_macro_f1_mean']:.2f} ± {m['heldout_macro_f1_std']:.2f} |"
+                            if "heldout_macro_f1_mean" in m else (" |" if held else "")))
     return "\n".join(lines) + "\n"
 
 
@@ -357,14 +401,15 @@ def run_quick(args: argparse.Namespace) -> None:
     if args.merge_only:  # a stopped run: fold in what its tasks finished and write the summary
         merge_parts(out)
     else:
-        run_settings(args.settings, args.seeds, out, cache_dir, args.jobs, args.threads)
+        run_settings(args.settings, args.seeds, out, cache_dir, args.jobs, args.threads, args.set,
+                     args.methods, args.heldout)
     data = _load(out)
     data["summary"] = summarise(data["runs"])
     data["paper"] = {s: v["paper"] for s, v in SETTINGS.items()}
     if not args.merge_only:
         data["wall_seconds_last_invocation"] = round(time.time() - start, 1)
-    data["protocol"] = {"seeds": args.seeds, "overrides": COMMON, "settings": {s: SETTINGS[s]["overrides"]
-                                                                                for s in SETTINGS}}
+    data["protocol"] = {"seeds": args.seeds, "overrides": COMMON + list(args.set),
+                        "settings": {s: SETTINGS[s]["overrides"] for s in SETTINGS}}
     _save(out, data)
     out.with_suffix(".md").write_text(markdown(data["summary"]))
     print(markdown(data["summary"]))
@@ -378,6 +423,12 @@ def add_quick(sub) -> None:
     p.add_argument("--cache-dir", default=str(REPO / "runs" / "cache"))
     p.add_argument("--jobs", type=int, default=2, help="worker processes fed from one task queue")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every setting: a variant of the recipe (use its own --out)")
+    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="run only these methods")
+    p.add_argument("--heldout", action="store_true",
+                   help="also score every method on held-out labelled rows (not sampled, not test): "
+                        "the development set the recipe's defaults are chosen on")
     p.add_argument("--merge-only", action="store_true",
                    help="run nothing: merge the finished runs of the part files and rewrite the summary")
     p.set_defaults(func=run_quick)
