@@ -89,3 +89,26 @@ def test_merge_parts_folds_finished_methods_once_and_removes_the_parts(tmp_path)
     assert got == [(1, "probe"), (1, "raw"), (2, "setfit")]
     assert json.loads(out.read_text())["runs"] == data["runs"]
     assert not list(tmp_path.glob("quick.part-*.json"))
+
+
+def _metric_runs(setting, seed, methods, acc, heldout=None):
+    runs = []
+    for m in methods:
+        metrics = {"dev": {"accuracy": acc, "macro_f1": acc}, "test": {"accuracy": acc, "macro_f1": acc}}
+        if heldout is not None:
+            metrics["heldout"] = {"accuracy": heldout, "macro_f1": heldout}
+        runs.append({"setting": setting, "seed": seed, "method": m, "metrics": metrics, "seconds": 1.0})
+    return runs
+
+
+def test_a_study_of_some_methods_is_complete_without_the_others_and_reports_heldout():
+    study = ["raw", "augmented"]
+    data = {"runs": _metric_runs("sst2_10shot", 1, study, 0.6, heldout=0.5)
+            + _metric_runs("sst2_10shot", 2, ["raw"], 0.7, heldout=0.4)}
+    tasks = bq.plan_tasks(["sst2_10shot"], [1, 2], data, methods=study)
+    assert ("seed", "sst2_10shot", 1) not in tasks and ("seed", "sst2_10shot", 2) in tasks
+    table = bq.summarise(data["runs"])["sst2_10shot"]
+    assert set(table) == set(study)
+    assert table["raw"]["n"] == 1  # seed 2 lacks the augmented run: left out of the means
+    assert table["augmented"]["heldout_macro_f1_mean"] == 50.0
+    assert "held-out dev macro-F1" in bq.markdown(bq.summarise(data["runs"]))
