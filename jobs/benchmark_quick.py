@@ -390,9 +390,44 @@ def markdown(summary: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare(paths: List[Path]) -> str:
+    """A markdown table of recipe variants (one ``--out`` file each, ``--set`` overrides and
+    ``--heldout`` scores): per setting, the augmented arm against raw on the same seeds, paired
+    (mean ± std over seeds of augmented - raw), on held-out dev and on test."""
+    import numpy as np
+
+    lines = ["| variant (overrides) | setting | seeds | held-out dev macro-F1: raw → augmented | Δ held-out (paired) "
+             "| Δ test accuracy (paired) | pseudo consistency (proxy) |", "|---|---|---|---|---|---|---|"]
+    for path in paths:
+        data = _load(path)
+        overrides = [o for o in data.get("protocol", {}).get("overrides", []) if o not in COMMON]
+        by = {(r["setting"], r["seed"], r["method"]): r for r in data["runs"]}
+        for setting in SETTINGS:
+            seeds = sorted({k[1] for k in by if k[0] == setting and (setting, k[1], "raw") in by
+                            and (setting, k[1], "augmented") in by})
+            if not seeds:
+                continue
+            raw = [by[(setting, s, "raw")]["metrics"] for s in seeds]
+            aug = [by[(setting, s, "augmented")]["metrics"] for s in seeds]
+            held = "heldout" in raw[0] and all("heldout" in m for m in raw + aug)
+            hr = np.array([m["heldout"]["macro_f1"] for m in raw]) * 100 if held else None
+            ha = np.array([m["heldout"]["macro_f1"] for m in aug]) * 100 if held else None
+            dt = (np.array([m["test"]["accuracy"] for m in aug]) - np.array([m["test"]["accuracy"] for m in raw])) * 100
+            cons = np.nanmean([by[(setting, s, "augmented")].get("pseudo_consistency", np.nan) for s in seeds])
+            lines.append(
+                f"| {path.stem} ({' '.join(overrides) or 'defaults'}) | {setting} | {len(seeds)} | "
+                + (f"{hr.mean():.2f} → {ha.mean():.2f} | {(ha - hr).mean():+.2f} ± {(ha - hr).std():.2f}" if held
+                   else "– | –")
+                + f" | {dt.mean():+.2f} ± {dt.std():.2f} | {cons:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_quick(args: argparse.Namespace) -> None:
     import torch
 
+    if args.compare:
+        print(compare([Path(p) for p in args.compare]))
+        return
     out = Path(args.out)
     cache_dir = Path(args.cache_dir)
     start = time.time()
@@ -429,6 +464,8 @@ def add_quick(sub) -> None:
     p.add_argument("--heldout", action="store_true",
                    help="also score every method on held-out labelled rows (not sampled, not test): "
                         "the development set the recipe's defaults are chosen on")
+    p.add_argument("--compare", nargs="+", metavar="JSON",
+                   help="run nothing: print the augmented-vs-raw table of these variant files")
     p.add_argument("--merge-only", action="store_true",
                    help="run nothing: merge the finished runs of the part files and rewrite the summary")
     p.set_defaults(func=run_quick)

@@ -112,3 +112,17 @@ def test_a_study_of_some_methods_is_complete_without_the_others_and_reports_held
     assert table["raw"]["n"] == 1  # seed 2 lacks the augmented run: left out of the means
     assert table["augmented"]["heldout_macro_f1_mean"] == 50.0
     assert "held-out dev macro-F1" in bq.markdown(bq.summarise(data["runs"]))
+
+
+def test_compare_pairs_augmented_with_raw_per_seed(tmp_path):
+    runs = _metric_runs("sst2_10shot", 1, ["raw"], 0.60, heldout=0.50) + \
+        _metric_runs("sst2_10shot", 1, ["augmented"], 0.64, heldout=0.56) + \
+        _metric_runs("sst2_10shot", 2, ["raw"], 0.70, heldout=0.60) + \
+        _metric_runs("sst2_10shot", 2, ["augmented"], 0.68, heldout=0.62)
+    path = tmp_path / "sst2_10shot_lam_neg.json"
+    path.write_text(json.dumps({"runs": runs, "protocol": {"overrides": bq.COMMON + ["generator.lam=-0.5"]}}))
+    row = next(line for line in bq.compare([path]).splitlines() if "lam_neg" in line)
+    assert "generator.lam=-0.5" in row and "| 2 |" in row
+    assert "55.00 → 59.00" in row  # held-out means of raw and augmented
+    assert "+4.00 ± 2.00" in row  # paired held-out differences +6 and +2
+    assert "+1.00 ± 3.00" in row  # paired test differences +4 and -2
