@@ -436,6 +436,10 @@ def run_quick(args: argparse.Namespace) -> None:
     if args.merge_only:  # a stopped run: fold in what its tasks finished and write the summary
         merge_parts(out)
     else:
+        if args.rerun:  # a changed default: these methods' earlier runs go (git keeps them), the rest stay
+            data = merge_parts(out)
+            data["runs"] = [r for r in data["runs"] if not (r["method"] in args.rerun and r["setting"] in args.settings)]
+            _save(out, data)
         run_settings(args.settings, args.seeds, out, cache_dir, args.jobs, args.threads, args.set,
                      args.methods, args.heldout)
     data = _load(out)
@@ -464,6 +468,8 @@ def add_quick(sub) -> None:
     p.add_argument("--heldout", action="store_true",
                    help="also score every method on held-out labelled rows (not sampled, not test): "
                         "the development set the recipe's defaults are chosen on")
+    p.add_argument("--rerun", nargs="+", default=[], choices=METHODS,
+                   help="drop these methods' finished runs of the chosen settings first, so they run again")
     p.add_argument("--compare", nargs="+", metavar="JSON",
                    help="run nothing: print the augmented-vs-raw table of these variant files")
     p.add_argument("--merge-only", action="store_true",

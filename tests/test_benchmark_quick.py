@@ -126,3 +126,19 @@ def test_compare_pairs_augmented_with_raw_per_seed(tmp_path):
     assert "55.00 → 59.00" in row  # held-out means of raw and augmented
     assert "+4.00 ± 2.00" in row  # paired held-out differences +6 and +2
     assert "+1.00 ± 3.00" in row  # paired test differences +4 and -2
+
+
+def test_rerun_drops_only_the_named_methods_of_the_chosen_settings(tmp_path, monkeypatch):
+    import argparse
+
+    out = tmp_path / "quick.json"
+    runs = _metric_runs("sst2_10shot", 1, ["raw", "augmented"], 0.6) + _metric_runs("sst2_5shot", 1, ["augmented"], 0.5)
+    out.write_text(json.dumps({"runs": runs}))
+    seen = {}
+    monkeypatch.setattr(bq, "run_settings", lambda *a, **k: seen.update(data=json.loads(out.read_text())))
+    parser = argparse.ArgumentParser()
+    bq.add_quick(parser.add_subparsers())
+    args = parser.parse_args(["quick", "--out", str(out), "--settings", "sst2_10shot", "--rerun", "augmented"])
+    args.func(args)
+    left = sorted((r["setting"], r["method"]) for r in seen["data"]["runs"])
+    assert left == [("sst2_10shot", "raw"), ("sst2_5shot", "augmented")]
