@@ -15,6 +15,10 @@ Subcommands:
     The few-shot study: the three arms, the dev-selected result, a frozen-encoder probe and
     SetFit on the same rows, 3 settings x 5 seeds (``jobs/benchmark_quick.py``).
 
+``throughput``
+    Generation and importance scoring against a bare forward loop of the same model on the same
+    batches, and a masked-LM substitution peer (``jobs/benchmark_throughput.py``).
+
 Further benchmarks register themselves in ``SUBCOMMANDS``.
 Results are merged into the JSON file per dataset, so datasets can be run one at a time.
 """
@@ -305,8 +309,9 @@ def add_generator(sub) -> None:
 
 
 from jobs.benchmark_quick import add_quick  # noqa: E402
+from jobs.benchmark_throughput import add_throughput  # noqa: E402
 
-SUBCOMMANDS: List[Callable] = [add_quick, add_generator]
+SUBCOMMANDS: List[Callable] = [add_quick, add_generator, add_throughput]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
