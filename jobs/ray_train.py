@@ -120,7 +120,7 @@ class Engine:
         self.distributed = int(ray_cfg.get("num_workers") or 0) > 0
         self.grad_clip = grad_clip
         self.deepspeed = self.strategy == "deepspeed" and self.distributed
-        from dcls_core.training import optimizer_groups
+        from dcls_core.training import adamw, optimizer_groups
 
         params = optimizer_groups(model, weight_decay)  # the same groups as dcls_core's LocalStepper
         if self.deepspeed:
@@ -157,7 +157,7 @@ class Engine:
                     model.to("cuda")
                 self.model = model
             self._unwrapped = model
-            self.optimizer = torch.optim.AdamW(params, lr=lr)
+            self.optimizer = adamw(params, lr=lr)
 
     @property
     def unwrapped(self):

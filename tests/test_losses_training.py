@@ -305,9 +305,9 @@ def test_arms_take_equal_steps_over_the_same_originals_with_equal_k(tiny_model_c
     real = training.noise_resistant_loss
     seen = []
 
-    def spy(logits, h, labels, is_original, alpha, tau):
+    def spy(logits, h, labels, is_original, alpha, tau, **kw):
         seen[-1].append((int(is_original.sum()), int((~is_original).sum()), labels[is_original].tolist()))
-        return real(logits, h, labels, is_original, alpha, tau)
+        return real(logits, h, labels, is_original, alpha, tau, **kw)
 
     monkeypatch.setattr(training, "noise_resistant_loss", spy)
     small = train.head(12)
@@ -433,9 +433,9 @@ def test_train_proxy_plain_ce_on_originals_with_its_own_recipe(tiny_model_cfg, t
     alphas = []
     real = training.noise_resistant_loss
 
-    def spy(logits, h, labels, is_original, alpha, tau):
+    def spy(logits, h, labels, is_original, alpha, tau, **kw):
         alphas.append((alpha, bool(is_original.all())))
-        return real(logits, h, labels, is_original, alpha, tau)
+        return real(logits, h, labels, is_original, alpha, tau, **kw)
 
     monkeypatch.setattr(training, "noise_resistant_loss", spy)
     mixed = training.combine_frames(train.head(8), toy_pseudo(train.head(4)))
