@@ -213,7 +213,7 @@ def optimizer_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, An
 
 def adamw(groups: List[Dict[str, Any]], **kwargs: Any) -> torch.optim.AdamW:
     """AdamW, fused where torch has the kernel for every parameter (CPU and CUDA floats): the same
-    update, one kernel per step instead of a Python loop over tensors (on 2 CPU threads a MiniLM
+    update, one kernel per step instead of a Python loop over tensors (on one CPU thread a MiniLM
     step's optimiser update drops from ~0.23 s to ~0.03 s, a quarter of the step)."""
     params = [p for g in groups for p in g["params"]]
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
