@@ -266,8 +266,13 @@ class DiffusionAugmenter:
         pseudo, empty = drop_empty_pseudo(pseudo)
         pseudo = pseudo.sort_values("id", kind="stable").reset_index(drop=True)
         pseudo["consistency"] = label_consistency(proxy, tok, pseudo, label_names, self.max_length)
+        low = 0
+        if self.augment_cfg.min_confidence is not None:  # the consistency filter, the proxy as judge
+            keep = pseudo["consistency"] >= self.augment_cfg.min_confidence
+            low = int((~keep).sum())
+            pseudo = pseudo[keep].reset_index(drop=True)
         self.stats = {"warmup": wstats, "generator": gstats, "pseudo_rows": len(pseudo), "empty_dropped": empty,
-                      "generator_cfg": dataclasses.asdict(self.generator_cfg)}
+                      "dropped_low_confidence": low, "generator_cfg": dataclasses.asdict(self.generator_cfg)}
         return pseudo
 
 

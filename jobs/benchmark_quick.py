@@ -100,9 +100,7 @@ def heldout_pool(cfg, bundle, size: int = 1000):
 
     full = load_dataset(cfg.dataset, dc.replace(cfg.data, protocol="full"))
     used = set(bundle.train["id"].astype(str)) | set(bundle.dev["id"].astype(str))
-    source_has_dev = not full.dev["id"].astype(str).isin(set(full.train["id"].astype(str))).any() and \
-        cfg.dataset.files.get("dev") is not None
-    pool = full.dev if source_has_dev else full.train
+    pool = full.dev if "dev" in cfg.dataset.files else full.train  # else dev was carved from train
     pool = pool[~pool["id"].astype(str).isin(used) & ~pool["text"].isin(set(bundle.test["text"]))]  # no test duplicates
     return pool.sample(n=min(size, len(pool)), random_state=0).reset_index(drop=True)
 
@@ -168,9 +166,7 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path, overrid
             augmenter = da.DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment, ccfg, ml, cache_dir,
                                               cfg.data.resolved_root(), dev_df=dev,
                                               exclude_texts=test["text"].tolist())
-            pseudo = augmenter.augment(train, names, seed, proxy=raw.model)
-            if cfg.augment.min_confidence is not None:  # the consistency filter, the raw arm as judge
-                pseudo = pseudo[pseudo["consistency"] >= cfg.augment.min_confidence].reset_index(drop=True)
+            pseudo = augmenter.augment(train, names, seed, proxy=raw.model)  # filtered by min_confidence
             gen_seconds = time.time() - start
             aug, secs = arm(ccfg.alpha, pseudo)
             arms["augmented"] = both(aug.model)

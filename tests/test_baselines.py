@@ -260,6 +260,26 @@ def test_diffusion_without_label_prompt_trains_and_generates_with_the_shared_pro
     assert seen and all(len(set(m.values())) == 1 for m in seen)  # one prompt token for both classes
 
 
+def test_diffusion_augmenter_applies_the_consistency_filter(tmp_path):
+    from dcls_core.config import ClassifierConfig
+    from dcls_core.diffusion_augmenter import DiffusionAugmenter
+
+    def run(extra):
+        cfg = load_config(["model=tiny", "augment.n=2", "generator.T=8", "generator.group_size=2",
+                           "generator.group_index=2", "generator.epochs=1", "generator.reverse_steps=1",
+                           "generator.warmup.enabled=false"] + extra)
+        aug = DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment,
+                                 ClassifierConfig(epochs=1, min_steps=1, batch_size=2, head_init="random"),
+                                 max_length=24, cache_dir=tmp_path)
+        return aug.augment(TRAIN.iloc[:4], LABELS, seed=0), aug.stats
+
+    full, _ = run([])
+    cut = float(full["consistency"].median())
+    kept, stats = run([f"augment.min_confidence={cut}"])
+    assert len(kept) == int((full["consistency"] >= cut).sum()) and (kept["consistency"] >= cut).all()
+    assert stats["dropped_low_confidence"] == len(full) - len(kept)
+
+
 # ------------------------------------------------------------------------------ entry points
 def test_augmenter_from_config_builds_the_configured_method(tmp_path):
     cfg = load_config(["augment=aeda", "augment.n=1"])
