@@ -198,7 +198,9 @@ class GeneratorConfig:
     # paper's Fig. 2 draws it; not yet compared on dev (docs/results.md)
     importance_norm: str = "max"
     group_size: int = 4
-    group_index: int = 4  # 1-based: steps (g-1)*size+1 .. g*size
+    # 1-based: steps (g-1)*size+1 .. g*size. The paper uses 4 (steps 13-16 of 32); 2 (steps 5-8,
+    # ~20 % of tokens masked) harmed least on held-out dev (docs/results.md); paper presets set 4
+    group_index: int = 2
     epochs: int = 2
     min_steps: int = 0  # floor on generator optimiser steps (an epoch of 20 rows is 2 steps)
     lr: float = 4e-6
@@ -397,8 +399,10 @@ class ClassifierConfig:
     # the proxy (importance, consistency); None = the raw arm is the proxy (same recipe, alpha = 0)
     proxy_epochs: Optional[int] = None
     proxy_lr: Optional[float] = None
-    # fall back to the raw arm when the augmented classifier is not better on dev
+    # recommend raw unless another arm beats it on dev in >= select_confidence of paired bootstrap
+    # resamples of the dev rows (dcls_core.evaluation.select_arm); off: always the augmented arm
     fallback_on_dev: bool = True
+    select_confidence: float = 0.9
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "classifier.epochs", "must be >= 1", self.epochs)
@@ -417,6 +421,8 @@ class ClassifierConfig:
         _one_of("classifier.contrastive", self.contrastive, ("negatives", "positives"))
         _check(self.probe_C > 0, "classifier.probe_C", "must be > 0", self.probe_C)
         _check(self.eval_every >= 1, "classifier.eval_every", "must be >= 1", self.eval_every)
+        _check(0.5 <= self.select_confidence <= 1, "classifier.select_confidence", "must be in [0.5, 1]",
+               self.select_confidence)
 
     def steps_for(self, n_originals: int, epochs: Optional[int] = None) -> int:
         per_epoch = max(1, -(-int(n_originals) // self.batch_size))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dcls_core.artifacts import atomic_write_text
+from dcls_core.evaluation import ARMS
 
 
 def _plt():
@@ -28,7 +29,6 @@ def _plt():
     return plt
 
 
-ARMS = ("raw", "no_augmentation", "augmented")
 
 
 def _split(metrics: Dict[str, Any]) -> str:

@@ -165,10 +165,14 @@ def predict(model: nn.Module, frame: pd.DataFrame, tokenizer, label_names: Seque
 
 
 def evaluate(model: nn.Module, frame: pd.DataFrame, tokenizer, label_names: Sequence[str],
-             max_length: int, batch_size: int = 64) -> Dict[str, Any]:
-    """``classification_metrics`` of the model's predictions on ``frame``."""
+             max_length: int, batch_size: int = 64, keep_predictions: bool = False) -> Dict[str, Any]:
+    """``classification_metrics`` of the model's predictions on ``frame`` (plus the predicted
+    label ids in frame order under ``predictions`` if asked: ``select_arm`` compares arms row by row)."""
     pred, _ = predict(model, frame, tokenizer, label_names, max_length, batch_size)
-    return classification_metrics(frame["label"].astype(str).tolist(), pred.tolist(), list(label_names))
+    metrics = classification_metrics(frame["label"].astype(str).tolist(), pred.tolist(), list(label_names))
+    if keep_predictions:
+        metrics["predictions"] = pred.tolist()
+    return metrics
 
 
 @dataclass

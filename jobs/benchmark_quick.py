@@ -8,8 +8,8 @@ and seed, on exactly the same sampled rows, dev set and test set:
 * ``raw``: the classifier recipe, cross-entropy only (alpha = 0); it is also the proxy;
 * ``no_augmentation``: + the contrastive term L_c (the paper's "w/o D.A.");
 * ``augmented``: + DiffusionCLS pseudo samples (riding with their sources: same steps, same K);
-* ``dcls``: what the product hands the user: ``augmented`` when it beats the others on dev,
-  else the best arm without augmentation (``dcls_core.evaluation.select_arm``);
+* ``dcls``: what the product hands the user: raw unless another arm beats it on dev with
+  bootstrap confidence (``dcls_core.evaluation.select_arm``);
 * ``setfit``: SetFit 1.2 (``pip install dcls[peers]``) on the same encoder, its default
   contrastive pairs capped at the arms' step budget, then its logistic-regression head.
 
@@ -127,7 +127,8 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path, overrid
     steps = ccfg.steps_for(len(train))
 
     def both(model) -> Dict[str, Any]:
-        out = {"dev": _brief(evaluate(model, dev, tok, names, ml)), "test": _brief(evaluate(model, test, tok, names, ml))}
+        d = evaluate(model, dev, tok, names, ml, keep_predictions=True)
+        out = {"dev": dict(_brief(d), predictions=d["predictions"]), "test": _brief(evaluate(model, test, tok, names, ml))}
         if pool is not None:
             out["heldout"] = _brief(evaluate(model, pool, tok, names, ml))
         return out
@@ -180,7 +181,8 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path, overrid
                          "original": str(train.set_index("id").loc[example["source_id"], "text"]),
                          "pseudo": str(example["text"]), "changed_spans": list(map(list, example["changed_spans"]))})
         if "dcls" not in done:
-            choice = select_arm(arms, ccfg.fallback_on_dev)
+            choice = select_arm(arms, ccfg.fallback_on_dev, dev["label"].astype(str).tolist(), names,
+                                ccfg.select_confidence)
             emit("dcls", arms[choice["arm"]], 0.0, selected=choice["arm"], reason=choice["reason"])
     if "setfit" not in done:
         start = time.time()

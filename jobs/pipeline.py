@@ -328,7 +328,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
         metrics: Dict[str, Any] = {"best_step": {}}
         for arm, stage in stages.items():
             model, tok = da.load_classifier_checkpoint(stage.file("model"))
-            metrics[arm] = {split: evaluate(model, frame, tok, names, ml)
+            metrics[arm] = {split: evaluate(model, frame, tok, names, ml, keep_predictions=split == "dev")
                             for split, frame in (("dev", dev), ("test", test)) if len(frame)}
             metrics["best_step"][arm] = read_json(stage.file("model") / "fit.json")["best_step"]
         probe = probe_classifier(cfg.model, train, names, ml, cfg.classifier.probe_C, cfg.seed)
@@ -340,7 +340,8 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
             metrics["proxy"] = {"dev_accuracy_at_start": history[0].get("dev_accuracy"),
                                 "dev_accuracy": max((h.get("dev_accuracy", 0.0) for h in history), default=None),
                                 "checkpoint": "raw" if consistency_model == raw.file("model") else "proxy"}
-        metrics["selected"] = select_arm(metrics, ccfg.fallback_on_dev)
+        metrics["selected"] = select_arm(metrics, ccfg.fallback_on_dev, dev["label"].astype(str).tolist(), names,
+                                         ccfg.select_confidence)
         aug = da.augmented_frame(train, pseudo)
         if consistency_model is not None and pseudo is not None and len(pseudo):
             model, tok = da.load_classifier_checkpoint(consistency_model)

@@ -46,6 +46,7 @@ def test_defaults_and_overrides():
     ("generator.lam=-1.5", "generator.lam=-1.5 is invalid: must be in [-1, 1]"),
     ("generator.importance_norm=softmax", "generator.importance_norm='softmax' is invalid"),
     ("classifier.head_init=zeros", "classifier.head_init='zeros' is invalid"),
+    ("classifier.select_confidence=0.3", "classifier.select_confidence=0.3 is invalid: must be in [0.5, 1]"),
     ("model.pooling=max", "model.pooling='max' is invalid"),
     ("generator.T=0", "generator.T=0 is invalid: must be >= 1"),
     ("generator.group_index=0", "generator.group_index=0 is invalid: must be in 1..T/group_size = 1..8"),

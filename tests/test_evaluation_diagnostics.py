@@ -8,7 +8,7 @@ import pytest
 from dcls_core.augment import (PSEUDO_COLUMNS, Augmenter, NoAugmenter, available_augmenters,
                                get_augmenter, register_augmenter)
 from dcls_core.diagnostics import distinct_n, filter_by_confidence, pseudo_diagnostics, tokenize_words
-from dcls_core.evaluation import classification_metrics
+from dcls_core.evaluation import bootstrap_win_rate, classification_metrics, select_arm
 
 NAMES = ["neg", "neu", "pos"]
 
@@ -53,6 +53,47 @@ def test_metrics_reject_bad_input():
         classification_metrics([0, 1], [0], NAMES)
     empty = classification_metrics([], [], NAMES)
     assert empty["accuracy"] == 0.0 and empty["macro_f1"] == 0.0
+
+
+def test_bootstrap_win_rate_orders_and_is_symmetric():
+    y = [0] * 10 + [1] * 10
+    perfect, constant = list(y), [0] * 20
+    assert bootstrap_win_rate(y, perfect, constant, ["a", "b"]) == 1.0
+    assert bootstrap_win_rate(y, constant, perfect, ["a", "b"]) == 0.0
+    assert bootstrap_win_rate(y, perfect, perfect, ["a", "b"]) == 0.5  # identical: ties only
+    one_off = list(y)
+    one_off[0] = 1  # a single error in 20 rows: better, but not for every resample
+    w = bootstrap_win_rate(y, perfect, one_off, ["a", "b"], seed=3)
+    assert 0.5 < w < 1.0
+    assert bootstrap_win_rate(y, one_off, perfect, ["a", "b"], seed=3) == pytest.approx(1 - w)
+    with pytest.raises(ValueError, match="differ in length"):
+        bootstrap_win_rate(y, perfect[:-1], perfect, ["a", "b"])
+
+
+def _arm(preds, y):
+    m = classification_metrics(y, preds, ["a", "b"])
+    return {"dev": {"macro_f1": m["macro_f1"], "predictions": list(preds)}}
+
+
+def test_select_arm_keeps_raw_unless_another_arm_is_surely_better():
+    y = [0] * 10 + [1] * 10
+    raw = [0] * 7 + [1] * 3 + [1] * 7 + [0] * 3  # 70 % right
+    slightly = list(raw)
+    slightly[7] = 0  # one more row right: higher on dev, but within noise
+    clearly = list(y)  # every row right
+    metrics = {"raw": _arm(raw, y), "no_augmentation": _arm(raw, y), "augmented": _arm(slightly, y)}
+    choice = select_arm(metrics, True, y, ["a", "b"], confidence=0.9)
+    assert metrics["augmented"]["dev"]["macro_f1"] > metrics["raw"]["dev"]["macro_f1"]
+    assert choice["arm"] == "raw" and "keeping raw" in choice["reason"]
+    assert 0.5 < choice["win_rate"]["augmented"] < 0.9
+    # the old strict rule (no predictions) would have taken the one-row gain
+    legacy = {a: {"dev": {"macro_f1": m["dev"]["macro_f1"]}} for a, m in metrics.items()}
+    assert select_arm(legacy, True)["arm"] == "augmented"
+    metrics["augmented"] = _arm(clearly, y)
+    assert select_arm(metrics, True, y, ["a", "b"], confidence=0.9)["arm"] == "augmented"
+    # fallback off: the augmented arm, whatever dev says
+    metrics["augmented"] = _arm([0] * 20, y)
+    assert select_arm(metrics, False, y, ["a", "b"])["arm"] == "augmented"
 
 
 # ----------------------------------------------------------------------------- diagnostics
