@@ -220,42 +220,69 @@ class DiffusionAugmenter:
 
     def augment(self, train_df: pd.DataFrame, label_names: List[str], seed: int,
                 proxy: Optional[nn.Module] = None) -> pd.DataFrame:
-        """Pseudo rows for ``train_df``; ``proxy``: an already trained proxy (e.g. the raw arm)."""
-        from dcls_core.augment import empty_pseudo_frame
-        from dcls_core.diffusion import train_generator
-        from dcls_core.importance import normalise_importance
+        """Pseudo rows for ``train_df``; ``proxy``: an already trained proxy (e.g. the raw arm).
+        The three steps below are also called one by one where each is cached (``jobs/tune.py``)."""
         from dcls_core.models import load_classifier, load_tokenizer
-        from dcls_core.prompting import prompt_token_ids
         from dcls_core.training import train_proxy
-        from dcls_core.warmup import load_or_warmup, run_corpus
 
         tok = load_tokenizer(self.model_cfg)
         if proxy is None:
             proxy = load_classifier(self.model_cfg, len(label_names), seed)
             train_proxy(proxy, tok, train_df, self.dev_df, label_names, self.classifier_cfg, self.max_length, seed)
-        chunk = 32  # rows per progress update; scores and samples do not depend on it
-        importance = []
+        importance = self.normalise(self.importance(train_df, proxy, tok))
+        state, stats = self.train_generator(train_df, importance, label_names, seed, proxy)
+        pseudo = self.generate(state, train_df, importance, label_names, seed, proxy, tok)
+        self.stats = dict(stats, **self.stats)
+        return pseudo
+
+    def importance(self, train_df: pd.DataFrame, proxy: nn.Module, tokenizer) -> List[List[float]]:
+        """Eq. 1 scores of every row (not normalised: ``normalise`` applies generator.importance_norm)."""
+        chunk = 32  # rows per progress update; scores do not depend on it
+        scores: List[List[float]] = []
         with _progress(len(train_df), "importance", self.progress) as bar:
             for start in range(0, len(train_df), chunk):
                 part = train_df.iloc[start:start + chunk]
-                importance += [normalise_importance(v, self.generator_cfg.importance_norm)
-                               for v in score_frame(proxy, tok, part, self.max_length)]
+                scores += score_frame(proxy, tokenizer, part, self.max_length)
                 bar.update(len(part))
+        return scores
+
+    def normalise(self, scores: Sequence[Sequence[float]]) -> List[List[float]]:
+        from dcls_core.importance import normalise_importance
+
+        return [normalise_importance(list(v), self.generator_cfg.importance_norm) for v in scores]
+
+    def train_generator(self, train_df: pd.DataFrame, importance: Sequence[Sequence[float]],
+                        label_names: List[str], seed: int, proxy: Optional[nn.Module] = None):
+        """(generator state for ``generate``, stats): the cached warm-up, then diffusion training on
+        ``train_df`` with its normalised ``importance``."""
+        from dcls_core.diffusion import train_generator
+        from dcls_core.prompting import prompt_token_ids
+        from dcls_core.warmup import load_or_warmup, run_corpus
+
         texts = run_corpus(self.generator_cfg.warmup, train_df["text"].tolist(),
                            self.dev_df["text"].tolist() if self.dev_df is not None else [], self.exclude_texts,
                            self.data_root)
         gen, gen_tok, wstats = load_or_warmup(self.model_cfg, self.generator_cfg.warmup, texts,
                                               self.cache_dir, seed)
-        if self.generator_cfg.init_from_proxy and wstats.get("skipped"):
+        if self.generator_cfg.init_from_proxy and wstats.get("skipped") and proxy is not None:
             init_encoder_from(gen, proxy)
         label_ids = prompt_token_ids(gen_tok, gen, label_names, self.generator_cfg.label_prompt)
+        gstats = train_generator(gen, gen_tok, train_df.reset_index(drop=True), list(importance), label_ids,
+                                 self.generator_cfg, seed, max_length=self.max_length)
+        return ({"model": gen, "tokenizer": gen_tok, "label_token_ids": label_ids},
+                {"warmup": wstats, "generator": gstats})
+
+    def generate(self, state: Mapping[str, Any], train_df: pd.DataFrame, importance: Sequence[Sequence[float]],
+                 label_names: List[str], seed: int, proxy: nn.Module, tokenizer) -> pd.DataFrame:
+        """The pseudo rows of ``train_df`` (plan, reverse process, empty ones dropped), each with the
+        proxy's ``consistency``, filtered by augment.min_confidence."""
+        from dcls_core.augment import empty_pseudo_frame
+
         frame = train_df.reset_index(drop=True)
-        gstats = train_generator(gen, gen_tok, frame, list(importance), label_ids, self.generator_cfg, seed,
-                                 max_length=self.max_length)
         sources = plan_sources(frame, self.augment_cfg, self.generator_cfg, seed)
         imp_by_id = dict(zip(frame["id"], importance))
         sources["importance"] = [imp_by_id[i] for i in sources["id"]]
-        state = {"model": gen, "tokenizer": gen_tok, "label_token_ids": label_ids}
+        chunk = 32  # sources per progress update; samples do not depend on it
         parts = []
         with _progress(int(sum(len(s) for s in sources["steps"])), "pseudo samples", self.progress) as bar:
             for start in range(0, len(sources), chunk):
@@ -265,14 +292,14 @@ class DiffusionAugmenter:
         pseudo = pd.concat(parts, ignore_index=True) if parts else empty_pseudo_frame()
         pseudo, empty = drop_empty_pseudo(pseudo)
         pseudo = pseudo.sort_values("id", kind="stable").reset_index(drop=True)
-        pseudo["consistency"] = label_consistency(proxy, tok, pseudo, label_names, self.max_length)
+        pseudo["consistency"] = label_consistency(proxy, tokenizer, pseudo, label_names, self.max_length)
         low = 0
         if self.augment_cfg.min_confidence is not None:  # the consistency filter, the proxy as judge
             keep = pseudo["consistency"] >= self.augment_cfg.min_confidence
             low = int((~keep).sum())
             pseudo = pseudo[keep].reset_index(drop=True)
-        self.stats = {"warmup": wstats, "generator": gstats, "pseudo_rows": len(pseudo), "empty_dropped": empty,
-                      "dropped_low_confidence": low, "generator_cfg": dataclasses.asdict(self.generator_cfg)}
+        self.stats = {"pseudo_rows": len(pseudo), "empty_dropped": empty, "dropped_low_confidence": low,
+                      "generator_cfg": dataclasses.asdict(self.generator_cfg)}
         return pseudo
 
 
