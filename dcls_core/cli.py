@@ -8,6 +8,7 @@ does for a bad command line. Output meant for programs goes to stdout, logs go t
     dcls data describe <preset or path> [key=value ...]
     dcls augment --input FILE [--text-column C --label-column C] --output OUT.parquet [--overwrite] [key=value ...]
     dcls pipeline [key=value ...]          (jobs/pipeline.py: the whole pipeline on Ray)
+    dcls tune tune=<preset> [key=value ...] (jobs/tune.py: a Ray Tune study)
 
 Every command reads its settings through :func:`dcls_core.config.load_config` (the pipeline too,
 through :func:`run_config`), so an override means the same thing everywhere.
@@ -316,6 +317,23 @@ def _add_pipeline_parser(commands: argparse._SubParsersAction) -> None:
     pipeline.set_defaults(func=_pipeline)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from jobs.tune import main as tune_main  # the Ray Tune study job, shipped in the wheel
+
+    return tune_main(list(args.overrides))
+
+
+def _add_tune_parser(commands: argparse._SubParsersAction) -> None:
+    tune = commands.add_parser(
+        "tune", help="run a hyper-parameter study on Ray Tune (the same job as python jobs/tune.py)",
+        description="Trials over tune.space, scored by dev macro-F1 on tune.datasets x tune.seeds, sharing "
+                    "proxy, importance, generator and pseudo samples; a stopped study resumes. The same job "
+                    "and overrides as `python jobs/tune.py` (presets: configs/tune).")
+    tune.add_argument("overrides", nargs="*", metavar="key=value",
+                      help="tune=<preset> and overrides, e.g. tune=english tune.search=optuna storage_path=/mnt/runs")
+    tune.set_defaults(func=_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dcls", description="DiffusionCLS data augmentation tools.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -324,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(commands)
     _add_augment_parser(commands)
     _add_pipeline_parser(commands)
+    _add_tune_parser(commands)
     return parser
 
 

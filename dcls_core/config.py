@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,6 +487,76 @@ class RayConfig:
                self.fault_kill_actor_after)
 
 
+SPACE_TYPES = ("choice", "grid", "uniform", "loguniform", "randint")
+
+
+@dataclass
+class TuneConfig:
+    """A Ray Tune study (``jobs/tune.py``, presets in ``configs/tune/``): the settings searched, the
+    datasets and seeds every trial is scored on, how trials are scheduled. Objective: the
+    augmented classifier's dev macro-F1, mean over datasets x seeds; test is only read by the
+    final evaluation of the best point."""
+
+    study: str = "study"  # the study folder: <storage_path>/tune/<study>
+    # pipeline overrides every fit of the study gets, before the command line's (e.g. experiment=demo)
+    overrides: List[str] = field(default_factory=list)
+    # dataset presets (configs/dataset) every trial is scored on; empty: the config's own dataset
+    datasets: List[str] = field(default_factory=list)
+    # per dataset, overrides after the study's own (e.g. india_covid_x: [data.protocol=fraction, ...])
+    dataset_overrides: Dict[str, List[str]] = field(default_factory=dict)
+    seeds: List[int] = field(default_factory=lambda: [13])  # every trial: one fit per dataset x seed
+    # setting -> {type: choice | grid | uniform | loguniform | randint, values: [...] or low:, high:}
+    space: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    num_samples: int = 12  # points drawn (grid: repeats of the grid)
+    search: str = "random"  # random | optuna (TPE)
+    scheduler: str = "asha"  # asha (stop weak trials early) | fifo
+    # ASHA's unit is one dev evaluation (classifier.eval_every steps) of a trial's fits in turn
+    grace_period: int = 3
+    reduction_factor: int = 2
+    cpus_per_trial: float = 1.0  # also the trial's torch threads
+    max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs hold (this machine's cores locally)
+    # inline: a trial trains in its own process (no Train worker start-up: the fast choice on
+    # small machines) | ray_train: each fit is a TorchTrainer the trial builds (one worker)
+    trainer: str = "inline"
+    final_seeds: List[int] = field(default_factory=lambda: [13, 42, 87])  # best vs defaults on test
+    final: bool = True
+    resume: bool = True  # restore an existing study: finished trials are not rerun
+    # where <study>_best.yaml goes besides the study folder; None: configs/experiment of this
+    # checkout (or package) unless a file not written by a study is there
+    export_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.study)), "tune.study",
+               "must be a folder name (letters, digits, _ . -)", self.study)
+        _check(self.num_samples >= 1, "tune.num_samples", "must be >= 1", self.num_samples)
+        _one_of("tune.search", self.search, ("random", "optuna"))
+        _one_of("tune.scheduler", self.scheduler, ("asha", "fifo"))
+        _one_of("tune.trainer", self.trainer, ("inline", "ray_train"))
+        _check(self.grace_period >= 1, "tune.grace_period", "must be >= 1", self.grace_period)
+        _check(self.reduction_factor >= 2, "tune.reduction_factor", "must be >= 2", self.reduction_factor)
+        _check(self.cpus_per_trial > 0, "tune.cpus_per_trial", "must be > 0", self.cpus_per_trial)
+        _check(self.max_concurrent_trials >= 0, "tune.max_concurrent_trials", "must be >= 0 (0: from the CPUs)",
+               self.max_concurrent_trials)
+        _check(len(self.seeds) >= 1, "tune.seeds", "must list at least one seed", self.seeds)
+        for key, spec in self.space.items():
+            where = f"tune.space.{key}"
+            _setting_type(key)  # a setting of the pipeline's config (ConfigError naming it otherwise)
+            _check(not key.startswith("tune."), where, "a study cannot search its own settings", key)
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            _check(kind in SPACE_TYPES, f"{where}.type", f"must be one of {list(SPACE_TYPES)}", kind)
+            if kind in ("choice", "grid"):
+                values = spec.get("values")
+                _check(isinstance(values, (list, tuple)) and len(values) >= 1, f"{where}.values",
+                       "must be a non-empty list", values)
+            else:
+                low, high = spec.get("low"), spec.get("high")
+                _check(isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high,
+                       f"{where}.low/high", "must be numbers with low < high", (low, high))
+                _check(kind != "loguniform" or low > 0, f"{where}.low", "must be > 0 for loguniform", low)
+            _check(not (self.search == "optuna" and kind == "grid"), f"{where}.type",
+                   "grid is not searchable by optuna: use choice (or tune.search=random)", kind)
+
+
 @dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -495,6 +566,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)  # jobs/tune.py only
     experiment: str = "default"
     seed: int = 13
     output_dir: Optional[str] = None  # the run folder; default <storage_path>/<experiment>
@@ -516,7 +588,7 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=Config)
     for group, node in (("dataset", DatasetConfig), ("model", ModelConfig),
                         ("generator", GeneratorConfig), ("augment", AugmentConfig),
-                        ("classifier", ClassifierConfig), ("ray", RayConfig)):
+                        ("classifier", ClassifierConfig), ("ray", RayConfig), ("tune", TuneConfig)):
         cs.store(group=group, name=f"{group}_schema", node=node)
 
 

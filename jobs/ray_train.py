@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- driver side
 def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[str, Any],
-                 ray_cfg: RayConfig, storage_path: Union[os.PathLike, str], name: str) -> Path:
+                 ray_cfg: RayConfig, storage_path: Union[os.PathLike, str], name: str,
+                 callbacks: Optional[list] = None) -> Path:
     """Run ``loop_fn`` under Ray Train and return the local path of its last reported checkpoint.
 
     ``storage_path``: a folder every worker sees, or a URI (``s3://bucket/train``; see
     ``dcls_core.storage``) that Ray Train writes through ``pyarrow.fs``; a checkpoint kept on a URI
-    is downloaded to a local temporary folder."""
+    is downloaded to a local temporary folder. ``callbacks``: Ray Train callbacks (a Tune trial
+    passes ``TuneReportCallback`` so the loop's reports reach Tune)."""
     from ray.train import RunConfig, ScalingConfig, FailureConfig
     from ray.train.torch import TorchTrainer
 
@@ -58,7 +60,8 @@ def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[st
         loop_fn,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(ray_cfg.use_gpu) and workers > 0),
-        run_config=RunConfig(name=name, failure_config=FailureConfig(max_failures=0), **storage),
+        run_config=RunConfig(name=name, failure_config=FailureConfig(max_failures=0), callbacks=callbacks or None,
+                             **storage),
     )
     mode = "local mode" if workers == 0 else f"{workers} workers, {ray_cfg.strategy}"
     log.info("Ray Train %s: %s", name, mode)
