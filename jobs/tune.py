@@ -96,7 +96,7 @@ def _events(folder: Path, **event) -> None:
         os.close(fd)
 
 
-def ray_train_fit(folder: Path, cfg_dict: Dict[str, Any]):
+def ray_train_fit(folder: Path, model_cfg: Dict[str, Any]):
     """A ``fit`` for ``score_point`` that trains in a TorchTrainer (one worker) the trial builds, its
     dev evaluations forwarded to Tune (``TuneReportCallback``). Returns ``(model, best_dev_f1)``."""
     def fit(model, tok, train, dev, names, ccfg, ml, seed, pseudo_df=None, on_eval=None):
@@ -109,7 +109,7 @@ def ray_train_fit(folder: Path, cfg_dict: Dict[str, Any]):
         from jobs.ray_train import run_training
         from jobs.train_loops import classifier_loop
 
-        loop = {"model": cfg_dict["model"], "label_names": list(names), "seed": seed, "max_length": ml,
+        loop = {"model": model_cfg, "label_names": list(names), "seed": seed, "max_length": ml,
                 "train": train.to_dict("records"), "dev": dev.to_dict("records"),
                 "pseudo": None if pseudo_df is None else pseudo_df.to_dict("records"),
                 "classifier": dataclasses.asdict(ccfg), "mode": "static", "name": "augmented"}

@@ -193,3 +193,20 @@ def test_study_writes_best_preset_and_final_evaluation(study):
     assert set(rows) == {"raw", "defaults", "best"}
     assert all(r["n"] == 1 and 0 <= r["accuracy_mean"] <= 100 for r in rows.values())
     assert "DiffusionCLS, tuned" in (study["folder"] / "final.md").read_text()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_trial_can_train_in_a_torchtrainer(tmp_path):
+    """tune.trainer=ray_train: the trial builds a TorchTrainer (one worker) per fit and the loop's
+    dev evaluations reach Tune through TuneReportCallback (Train V2 inside a Tune function trial)."""
+    args = [sys.executable, str(REPO / "jobs" / "tune.py"), "experiment=smoke", f"storage_path={tmp_path}",
+            "tune.study=rt", "tune.space={classifier.alpha: {type: choice, values: [0.5]}}", "tune.num_samples=1",
+            "tune.final=false", "tune.trainer=ray_train", f"tune.export_dir={tmp_path}"]
+    done = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert "RayTrainWorker" in done.stdout + done.stderr  # the fit ran in a Train worker
+    table = pd.read_csv(tmp_path / "tune" / "rt" / "trials.csv")
+    # 3 dev evaluations + Train's final report forwarded, + the trial's own result
+    assert len(table) == 1 and table.loc[0, "complete"] and table.loc[0, "iterations"] == 5
+    assert 0 <= table.loc[0, "dev_macro_f1"] <= 1
