@@ -17,7 +17,9 @@ working copy that ``RunFolder(remote=...)`` mirrors there stage by stage.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Union
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from dcls_core.storage import Location
@@ -99,6 +101,21 @@ def atomic_write_parquet(path: PathLike, frame) -> Path:
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def file_lock(path: PathLike) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block: processes
+    that would compute the same output wait for the first instead (the lock goes with the
+    process if it is killed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

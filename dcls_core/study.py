@@ -21,17 +21,15 @@ generates nothing. ``jobs/tune.py`` runs :func:`score_point` inside Ray Tune tri
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from dcls_core.artifacts import RunFolder, atomic_write_parquet, stable_hash
+from dcls_core.artifacts import RunFolder, atomic_write_parquet, file_lock, stable_hash, stage_key
 from dcls_core.config import ClassifierConfig, Config, ConfigError, GeneratorConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -89,7 +87,7 @@ class SharedStages:
     """The proxy, importance, generator and pseudo samples of one (dataset, seed), each computed
     once per key and reused by every trial of a study (and by its final evaluation).
 
-    Trials run at the same time: a file lock on the folder makes the second trial that needs a
+    Trials run at the same time: a file lock per stage key makes the second trial that needs a
     stage wait for the first to finish it, then reuse it (``flock`` is released if a trial is
     killed; a killed stage leaves only a temporary folder, cleaned on the next try)."""
 
@@ -98,14 +96,12 @@ class SharedStages:
         self.root.mkdir(parents=True, exist_ok=True)
         self.run = RunFolder(self.root, logger=log.info)
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        with open(self.root / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def stage(self, name: str, inputs, config: Any, fn) -> Any:
+        """``RunFolder.stage`` under a lock on that stage's key: a trial needing a stage another
+        trial is computing waits and reuses it; trials needing different keys run side by side."""
+        key = stage_key(name, [i.key if hasattr(i, "key") else str(i) for i in inputs], config)
+        with file_lock(self.run.stages / f".{name}-{key}.lock"):
+            return self.run.stage(name, inputs, config, fn)
 
     def pseudo(self, cfg: Config, bundle, cache_dir: Path) -> Dict[str, Any]:
         """``{"pseudo": frame, "proxy": folder, "proxy_dev": metrics, "stages": {name: built|reused}}``."""
@@ -153,16 +149,15 @@ class SharedStages:
             by_id = dict(zip(frame["id"], frame["importance"]))
             return augmenter.normalise([list(by_id[i]) for i in train["id"].astype(str)])
 
-        with self.locked():
-            proxy = self.run.stage("proxy", [data_key], {"model": cfg.model, "classifier": proxy_cfg,
-                                                         "seed": cfg.seed, "max_length": ml}, proxy_fn)
-            imp = self.run.stage("importance", [proxy], {"max_length": ml}, importance_fn)
-            generator = self.run.stage("generator", [data_key, proxy, imp],
-                                       {"model": cfg.model, "generator": generator_training_key(cfg.generator),
-                                        "seed": cfg.seed, "max_length": ml}, generator_fn)
-            generation = self.run.stage("generation", [generator, proxy],
-                                        {"augment": cfg.augment, "generator": cfg.generator, "seed": cfg.seed,
-                                         "max_length": ml}, generation_fn)
+        proxy = self.stage("proxy", [data_key], {"model": cfg.model, "classifier": proxy_cfg,
+                                                 "seed": cfg.seed, "max_length": ml}, proxy_fn)
+        imp = self.stage("importance", [proxy], {"max_length": ml}, importance_fn)
+        generator = self.stage("generator", [data_key, proxy, imp],
+                               {"model": cfg.model, "generator": generator_training_key(cfg.generator),
+                                "seed": cfg.seed, "max_length": ml}, generator_fn)
+        generation = self.stage("generation", [generator, proxy],
+                                {"augment": cfg.augment, "generator": cfg.generator, "seed": cfg.seed,
+                                 "max_length": ml}, generation_fn)
         stages = {s.name: "reused" if s.skipped else "built" for s in (proxy, imp, generator, generation)}
         return {"pseudo": pd.read_parquet(generation.file("pseudo.parquet")), "proxy": proxy.file("model"),
                 "proxy_dev": proxy.meta["summary"]["dev"], "stages": stages,

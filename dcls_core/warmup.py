@@ -555,13 +555,23 @@ def load_or_warmup(model_cfg: ModelConfig, warmup_cfg: WarmupConfig, texts: Sequ
     """
     if not needs_warmup(model_cfg, warmup_cfg):
         return load_masked_lm(model_cfg, seed), load_tokenizer(model_cfg), {"skipped": True, "cached": False}
+    from dcls_core.artifacts import file_lock
+
     key = warmup_cache_key(model_cfg, warmup_cfg, texts)
     folder = Path(cache_dir) / f"warmup-{key}"
-    if (folder / STATS_FILE).exists():
-        model, tok, stats = load_cached_warmup(folder)
-        stats.update({"cached": True, "path": str(folder), "key": key})
-        log.info("generator warm-up: loaded from cache %s", folder)
-        return model, tok, stats
+    # concurrent runs needing the same warm-up (Tune trials, pipelines sharing a cache) wait for
+    # the first one instead of computing it again
+    with file_lock(Path(cache_dir) / f".warmup-{key}.lock"):
+        if (folder / STATS_FILE).exists():
+            model, tok, stats = load_cached_warmup(folder)
+            stats.update({"cached": True, "path": str(folder), "key": key})
+            log.info("generator warm-up: loaded from cache %s", folder)
+            return model, tok, stats
+        return _warm_up_into(folder, key, model_cfg, warmup_cfg, texts, eval_texts, log_every)
+
+
+def _warm_up_into(folder: Path, key: str, model_cfg: ModelConfig, warmup_cfg: WarmupConfig, texts: Sequence[str],
+                  eval_texts: Optional[Sequence[str]], log_every: int):
     tok = load_tokenizer(model_cfg)
     model = load_masked_lm(model_cfg, warmup_cfg.seed)
     stats = warmup_masked_lm(model, tok, texts, warmup_cfg, seed=warmup_cfg.seed, eval_texts=eval_texts,

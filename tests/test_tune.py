@@ -210,3 +210,31 @@ def test_trial_can_train_in_a_torchtrainer(tmp_path):
     # 3 dev evaluations + Train's final report forwarded, + the trial's own result
     assert len(table) == 1 and table.loc[0, "complete"] and table.loc[0, "iterations"] == 5
     assert 0 <= table.loc[0, "dev_macro_f1"] <= 1
+
+
+def _hold(lock, log, name, seconds):
+    from dcls_core.artifacts import file_lock
+
+    with file_lock(lock):
+        with open(log, "a") as f:
+            f.write(f"{name}+\n")
+        time.sleep(seconds)
+        with open(log, "a") as f:
+            f.write(f"{name}-\n")
+
+
+def test_file_lock_makes_the_second_process_wait(tmp_path):
+    """What keeps two trials from computing one shared stage (or one warm-up) at once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    lock, log = tmp_path / "x.lock", tmp_path / "log"
+    first = ctx.Process(target=_hold, args=(lock, log, "a", 1.0))
+    first.start()
+    while not log.exists():
+        time.sleep(0.01)
+    second = ctx.Process(target=_hold, args=(lock, log, "b", 0.0))
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert log.read_text().split() == ["a+", "a-", "b+", "b-"]
