@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from dcls_core.config import Config, ConfigError, configs_dir, load_config
 from dcls_core.data.errors import DataError
@@ -295,43 +295,36 @@ def _add_augment_parser(commands: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# dcls pipeline ...
+# dcls pipeline ... / dcls tune ...
 # ---------------------------------------------------------------------------------------
-def _pipeline(args: argparse.Namespace) -> int:
-    # The Ray job itself (jobs/pipeline.py, shipped in the wheel): the console script makes it
-    # runnable from an installed package, e.g. as a RayJob's entrypoint in the container image.
-    from jobs.pipeline import main as pipeline_main
-
-    return pipeline_main(list(args.overrides))
-
-
-def _add_pipeline_parser(commands: argparse._SubParsersAction) -> None:
-    pipeline = commands.add_parser(
-        "pipeline", help="run the whole pipeline on Ray (the same job as python jobs/pipeline.py)",
-        description="Data -> proxy -> importance -> generator -> generation -> classifier arms -> "
-                    "evaluation -> report, on a local Ray or the cluster in RAY_ADDRESS (`ray job submit "
-                    "... -- dcls pipeline key=value ...`). The same job and overrides as "
-                    "`python jobs/pipeline.py`; finished stages are skipped when it runs again.")
-    pipeline.add_argument("overrides", nargs="*", metavar="key=value",
-                          help="Hydra overrides, e.g. experiment=demo storage_path=/mnt/shared/runs ray=cluster")
-    pipeline.set_defaults(func=_pipeline)
+# The Ray jobs themselves (jobs/pipeline.py, jobs/tune.py, shipped in the wheel): the console
+# script makes them runnable from an installed package, e.g. as a RayJob's entrypoint.
+JOBS = {
+    "pipeline": ("jobs.pipeline", "run the whole pipeline on Ray (the same job as python jobs/pipeline.py)",
+                 "Data -> proxy -> importance -> generator -> generation -> classifier arms -> evaluation -> "
+                 "report, on a local Ray or the cluster in RAY_ADDRESS (`ray job submit ... -- dcls pipeline "
+                 "key=value ...`). The same job and overrides as `python jobs/pipeline.py`; finished stages "
+                 "are skipped when it runs again.",
+                 "experiment=demo storage_path=/mnt/shared/runs ray=cluster"),
+    "tune": ("jobs.tune", "run a hyper-parameter study on Ray Tune (the same job as python jobs/tune.py)",
+             "Trials over tune.space, scored by dev macro-F1 on tune.datasets x tune.seeds, sharing proxy, "
+             "importance, generator and pseudo samples; a stopped study resumes. The same job and overrides "
+             "as `python jobs/tune.py` (presets: configs/tune).",
+             "tune=english tune.search=optuna storage_path=/mnt/shared/runs"),
+}
 
 
-def _tune(args: argparse.Namespace) -> int:
-    from jobs.tune import main as tune_main  # the Ray Tune study job, shipped in the wheel
+def _job(args: argparse.Namespace) -> int:
+    import importlib
 
-    return tune_main(list(args.overrides))
+    return importlib.import_module(JOBS[args.command][0]).main(list(args.overrides))
 
 
-def _add_tune_parser(commands: argparse._SubParsersAction) -> None:
-    tune = commands.add_parser(
-        "tune", help="run a hyper-parameter study on Ray Tune (the same job as python jobs/tune.py)",
-        description="Trials over tune.space, scored by dev macro-F1 on tune.datasets x tune.seeds, sharing "
-                    "proxy, importance, generator and pseudo samples; a stopped study resumes. The same job "
-                    "and overrides as `python jobs/tune.py` (presets: configs/tune).")
-    tune.add_argument("overrides", nargs="*", metavar="key=value",
-                      help="tune=<preset> and overrides, e.g. tune=english tune.search=optuna storage_path=/mnt/runs")
-    tune.set_defaults(func=_tune)
+def _add_job_parsers(commands: argparse._SubParsersAction) -> None:
+    for name, (_module, help_text, description, example) in JOBS.items():
+        job = commands.add_parser(name, help=help_text, description=description)
+        job.add_argument("overrides", nargs="*", metavar="key=value", help=f"Hydra overrides, e.g. {example}")
+        job.set_defaults(func=_job)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,8 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_parser(commands)
     _add_augment_parser(commands)
-    _add_pipeline_parser(commands)
-    _add_tune_parser(commands)
+    _add_job_parsers(commands)
     return parser
 
 
@@ -364,6 +356,24 @@ def is_bad_input(exc: BaseException) -> bool:
         return True
     models = sys.modules.get("dcls_core.models")  # raised only once it is imported; importing it costs torch
     return models is not None and isinstance(exc, models.ModelResolutionError)
+
+
+def job_main(argv: Optional[Sequence[str]], prog: str, description: str, example: str,
+             run: "Callable[[Config, List[str]], int]", log_format: str) -> int:
+    """The command line of a Ray job (``jobs/pipeline.py``, ``jobs/tune.py``): ``key=value``
+    overrides read by :func:`run_config`, then ``run(cfg, overrides)``; bad input, found before
+    or during the run, is one line on stderr and exit status 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=log_format, stream=sys.stderr)
+    try:
+        return run(run_config(args.overrides), list(args.overrides))
+    except Exception as exc:  # noqa: BLE001 - only bad input becomes a message
+        if not is_bad_input(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

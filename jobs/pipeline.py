@@ -486,24 +486,11 @@ def main_from_config(dcfg) -> int:
 
 def main(argv=None) -> int:
     """``python jobs/pipeline.py key=value ...``: the overrides read as ``dcls`` reads them."""
-    import argparse
+    from dcls_core.cli import job_main
 
-    from dcls_core.cli import is_bad_input, run_config
-
-    parser = argparse.ArgumentParser(prog="jobs/pipeline.py", description=__doc__.split("\n")[0])
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. experiment=demo dataset=india_covid_x generator.lam=0.3 "
-                             "dataset=path/to/file.csv")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
-    try:
-        cfg = run_config(args.overrides)
-    except Exception as exc:  # noqa: BLE001 - only bad input becomes a message
-        if not is_bad_input(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return main_from_config(cfg)
+    return job_main(argv, "jobs/pipeline.py", __doc__.split("\n")[0],
+                    "experiment=demo dataset=india_covid_x generator.lam=0.3 dataset=path/to/file.csv",
+                    lambda cfg, _overrides: main_from_config(cfg), LOG_FORMAT)
 
 
 if __name__ == "__main__":

@@ -389,30 +389,20 @@ def final_markdown(summary: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    import argparse
-
-    from dcls_core.cli import is_bad_input
-    from dcls_core.config import load_config
-
-    parser = argparse.ArgumentParser(prog="jobs/tune.py", description=__doc__.split("\n")[0])
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="tune=<preset> and config overrides, e.g. tune=english tune.num_samples=16 "
-                             "tune.search=optuna generator.warmup.max_steps=400")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
-    try:
-        cfg = load_config(list(args.overrides))
-        summary = run_study(cfg, list(args.overrides))
-    except Exception as exc:  # noqa: BLE001 - only bad input becomes a message
-        if not is_bad_input(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _run(cfg, overrides: List[str]) -> int:
+    summary = run_study(cfg, overrides)
     print(json.dumps({k: summary[k] for k in ("study", "trials", "complete", "best", "reuse")}, indent=1, default=str))
     if "final" in summary:
         print(final_markdown(summary))
     return 0
+
+
+def main(argv=None) -> int:
+    """``python jobs/tune.py tune=<preset> key=value ...`` (also ``dcls tune``)."""
+    from dcls_core.cli import job_main
+
+    return job_main(argv, "jobs/tune.py", __doc__.split("\n")[0],
+                    "tune=english tune.num_samples=16 tune.search=optuna storage_path=/mnt/shared/runs", _run, LOG_FORMAT)
 
 
 if __name__ == "__main__":
