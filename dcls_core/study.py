@@ -142,7 +142,7 @@ class SharedStages:
             state = da.load_generator_checkpoint(generator.file("model"), names, cfg.generator.label_prompt)
             rows = augmenter.generate(state, train, importance(), names, cfg.seed, model, tok)
             atomic_write_parquet(d / "pseudo.parquet", rows)
-            return dict(augmenter.stats, generator_cfg=None)
+            return {k: v for k, v in augmenter.stats.items() if k != "generator_cfg"}  # in the stage key already
 
         def importance():
             frame = pd.read_parquet(imp.file("importance.parquet"))

@@ -37,8 +37,7 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 # --------------------------------------------------------------------------- the study
 def study_overrides(argv: Sequence[str]) -> List[str]:
     """The overrides every fit of the study gets: the command line without the ``tune`` ones."""
-    return [o for o in argv if not (o.split("=", 1)[0].lstrip("+~") in ("tune",)
-                                    or o.lstrip("+~").startswith("tune."))]
+    return [o for o in argv if o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] != "tune"]
 
 
 def study_dir(cfg) -> Path:

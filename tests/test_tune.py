@@ -238,3 +238,10 @@ def test_file_lock_makes_the_second_process_wait(tmp_path):
     first.join(10)
     second.join(10)
     assert log.read_text().split() == ["a+", "a-", "b+", "b-"]
+
+
+def test_study_overrides_drop_only_the_tune_settings():
+    from jobs.tune import study_overrides
+
+    assert study_overrides(["experiment=demo", "tune=english", "tune.num_samples=3", "+tune.x=1", "seed=4"]) == [
+        "experiment=demo", "seed=4"]
