@@ -60,13 +60,15 @@ def _cluster_pods(spec):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_a_cluster_a_pipeline_job_and_its_volume(overlay):
+def test_overlay_renders_a_cluster_a_pipeline_job_a_study_job_and_their_volume(overlay):
     docs = _render(overlay)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["PersistentVolumeClaim", "RayCluster", "RayJob"]
-    by_kind = {d["kind"]: d for d in docs}
-    cluster, job, pvc = by_kind["RayCluster"], by_kind["RayJob"], by_kind["PersistentVolumeClaim"]
-    for doc in (cluster, job):
+    assert kinds == ["PersistentVolumeClaim", "RayCluster", "RayJob", "RayJob"]
+    by_kind = {d["kind"]: d for d in docs if d["kind"] != "RayJob"}
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "RayJob"}
+    assert sorted(jobs) == ["dcls-pipeline", "dcls-tune"]
+    cluster, pvc = by_kind["RayCluster"], by_kind["PersistentVolumeClaim"]
+    for doc in (cluster, *jobs.values()):
         assert doc["apiVersion"] == "ray.io/v1"
     # versions: rayVersion and every image tag follow pyproject's Ray pin and the Dockerfile's Python
     assert cluster["spec"]["rayVersion"] == PINS["ray"]
@@ -98,28 +100,42 @@ def test_overlay_renders_a_cluster_a_pipeline_job_and_its_volume(overlay):
             assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"]
             assert c["image"] == CPU_IMAGE + "-gpu"
     assert pvc["spec"]["accessModes"] == (["ReadWriteOnce"] if overlay == "cpu-dev" else ["ReadWriteMany"])
-    # the job: its cluster is the RayCluster's spec (after the overlay's patches), shut down after it
-    assert job["spec"]["rayClusterSpec"] == cluster["spec"]
-    assert job["spec"]["shutdownAfterJobFinishes"] is True and job["spec"]["ttlSecondsAfterFinished"] > 0
-    assert job["spec"]["submitterPodTemplate"]["spec"]["securityContext"]["runAsNonRoot"] is True
-    # one runtime env: the RayJob embeds the very file `ray job submit --runtime-env` reads
+    # each job: its cluster is the RayCluster's spec (after the overlay's patches), shut down after it
     shared = (REPO / "cluster" / "runtime_env.yaml").read_text()
-    assert yaml.safe_load(job["spec"]["runtimeEnvYAML"]) == yaml.safe_load(shared)
+    for name, job in jobs.items():
+        assert job["spec"]["rayClusterSpec"] == cluster["spec"], name
+        assert job["spec"]["shutdownAfterJobFinishes"] is True and job["spec"]["ttlSecondsAfterFinished"] > 0, name
+        submitter = job["spec"]["submitterPodTemplate"]["spec"]
+        assert submitter["securityContext"]["runAsNonRoot"] is True, name
+        assert {c["image"] for c in submitter["containers"]} == {CPU_IMAGE}, name
+        # one runtime env: the RayJobs embed the very file `ray job submit --runtime-env` reads
+        assert yaml.safe_load(job["spec"]["runtimeEnvYAML"]) == yaml.safe_load(shared), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_job_entrypoint_is_a_dcls_command_whose_overrides_load(overlay):
-    from dcls_core.cli import build_parser
-    from dcls_core.config import load_config
+@pytest.mark.parametrize("job_name,command", [("dcls-pipeline", "pipeline"), ("dcls-tune", "tune")])
+def test_job_entrypoint_is_a_dcls_command_whose_overrides_load(overlay, job_name, command):
+    from dcls_core.cli import build_parser, run_config
 
-    job = next(d for d in _render(overlay) if d["kind"] == "RayJob")
+    job = next(d for d in _render(overlay) if d["kind"] == "RayJob" and d["metadata"]["name"] == job_name)
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[0] == "dcls"
     args = build_parser().parse_args(argv[1:])  # an existing subcommand
-    assert args.command == "pipeline"
-    cfg = load_config(list(args.overrides))  # every override is a real setting with a valid value
+    assert args.command == command
+    cfg = run_config(list(args.overrides))  # every override is a real setting with a valid value
     assert cfg.storage_path.startswith("/mnt/shared/")
     assert cfg.data.root.startswith("/mnt/shared/")
+    if command == "tune":
+        # the study's every dataset builds a trial config from the job's overrides and a point of the space
+        from dcls_core.study import point_config
+        from jobs.tune import study_overrides
+
+        assert cfg.tune.space and cfg.tune.datasets
+        point = {key: (spec.get("values") or [spec.get("low")])[0] for key, spec in cfg.tune.space.items()}
+        base = list(cfg.tune.overrides) + study_overrides(list(args.overrides))
+        for ds in cfg.tune.datasets:
+            trial_cfg = point_config(base, ds, cfg.tune.dataset_overrides.get(ds, []), point, cfg.tune.seeds[0])
+            assert trial_cfg.data.root.startswith("/mnt/shared/")
 
 
 def test_runtime_env_is_one_file_and_pins_nothing_the_image_has():
