@@ -495,7 +495,8 @@ class TuneConfig:
     """A Ray Tune study (``jobs/tune.py``, presets in ``configs/tune/``): the settings searched, the
     datasets and seeds every trial is scored on, how trials are scheduled. Objective: the
     augmented classifier's dev macro-F1, mean over datasets x seeds; test is only read by the
-    final evaluation of the best point."""
+    final evaluation of the best point (and, with ``trial_test``, recorded beside each trial for
+    a figure, never for picking)."""
 
     study: str = "study"  # the study folder: <storage_path>/tune/<study>
     # pipeline overrides every fit of the study gets, before the command line's (e.g. experiment=demo)
@@ -520,6 +521,9 @@ class TuneConfig:
     trainer: str = "inline"
     final_seeds: List[int] = field(default_factory=lambda: [13, 42, 87])  # best vs defaults on test
     final: bool = True
+    # a sweep drawn as a figure (fig6): every trial also scores its fits on test (the raw arm
+    # beside them); the best point is still picked on dev alone
+    trial_test: bool = False
     resume: bool = True  # restore an existing study: finished trials are not rerun
     # where <study>_best.yaml goes besides the study folder; None: configs/experiment of this
     # checkout (or package) unless a file not written by a study is there

@@ -147,14 +147,18 @@ def trial(params: Dict[str, Any], study: Dict[str, Any]) -> None:
 
     from dcls_core.study import score_point
 
+    splits = ("dev", "test") if study.get("trial_test") else ("dev",)
     result = score_point(study["base"], study["datasets"], study["dataset_overrides"], params, study["seeds"],
-                         folder / "shared", Path(study["cache_dir"]), on_eval=on_eval, fit=fit)
+                         folder / "shared", Path(study["cache_dir"]), on_eval=on_eval, splits=splits, fit=fit)
     built = sorted({name for f in result["fits"] for name, how in f["stages"].items() if how == "built"})
     final = {"dev_macro_f1": result["dev_macro_f1"], "complete": True,
              "built": ",".join(built), "seconds": round(time.time() - start, 1),
              "fits": json.dumps(result["fits"], default=str)}
     for f in result["fits"]:
         final[f"dev_macro_f1/{f['dataset']}/s{f['seed']}"] = f["dev_macro_f1"]
+        for arm in ("test", "raw_test"):  # tune.trial_test: for a figure, never for picking
+            if arm in f:
+                final[f"{arm}_macro_f1/{f['dataset']}/s{f['seed']}"] = f[arm]["macro_f1"]
     _events(folder, trial=trial_id, event="end", dev_macro_f1=result["dev_macro_f1"], built=built)
     tune.report(final)
 
@@ -191,6 +195,7 @@ def run_study(cfg, argv: Sequence[str]) -> Dict[str, Any]:
 
     study = {"dir": str(folder), "base": base, "datasets": datasets, "dataset_overrides": dict(tcfg.dataset_overrides),
              "seeds": list(tcfg.seeds), "cpus_per_trial": tcfg.cpus_per_trial, "trainer": tcfg.trainer,
+             "trial_test": tcfg.trial_test,
              "cache_dir": str(Path(cache_dir_of(cfg)).resolve()), "model": dataclasses.asdict(cfg.model)}
     if tcfg.trainer == "ray_train":  # Train's last report (its checkpoint) carries no dev_macro_f1
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -243,6 +248,10 @@ def run_study(cfg, argv: Sequence[str]) -> Dict[str, Any]:
                "seeds": list(tcfg.seeds)}
     write_best(folder, cfg, base, best, summary)
     plot_params(table, list(tcfg.space), folder / "plots" / "params.png")
+    if len(tcfg.space) == 1 and tcfg.trial_test:
+        summary["sweep"] = sweep_table(table, next(iter(tcfg.space)))
+        plot_sweep(summary["sweep"], next(iter(tcfg.space)), folder / "plots" / "sweep.png")
+        (folder / "sweep.md").write_text(sweep_markdown(summary["sweep"], next(iter(tcfg.space))))
     if tcfg.final:
         summary["final"] = final_evaluation(cfg, study, best)
         (folder / "final.md").write_text(final_markdown(summary))
@@ -255,6 +264,9 @@ def run_study(cfg, argv: Sequence[str]) -> Dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+PER_FIT = ("dev_macro_f1", "test_macro_f1", "raw_test_macro_f1")  # <metric>/<dataset>/s<seed> columns
 
 
 def trials_table(results):
@@ -270,7 +282,7 @@ def trials_table(results):
                "iterations": int(m.get("training_iteration", 0)), "seconds": m.get("time_total_s"),
                "built": m.get("built", ""), "error": None if r.error is None else repr(r.error)[:300]}
         row.update({f"config/{k}": v for k, v in (r.config or {}).items()})
-        row.update({k: v for k, v in m.items() if k.startswith("dev_macro_f1/")})
+        row.update({k: v for k, v in m.items() if k.split("/", 1)[0] in PER_FIT})
         rows.append(row)
     return pd.DataFrame(rows).sort_values("trial_id", kind="stable").reset_index(drop=True)
 
@@ -330,6 +342,58 @@ def plot_params(table, keys: List[str], path: Path) -> None:
         ax.set_xlabel(key)
         ax.set_ylabel("dev macro-F1")
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep_table(table, key: str) -> List[Dict[str, Any]]:
+    """A one-setting sweep (``tune.trial_test``): per value, dev and test macro-F1 of the augmented
+    classifier and the raw arm's test macro-F1, mean and std over the trial's fits (datasets x seeds)."""
+    import numpy as np
+
+    rows = []
+    for _, t in table[table["complete"]].sort_values(f"config/{key}", kind="stable").iterrows():
+        row: Dict[str, Any] = {"value": _plain(t[f"config/{key}"])}
+        for metric in PER_FIT:
+            vals = np.array([t[c] for c in table.columns if c.startswith(metric + "/") and t[c] == t[c]], float) * 100
+            row[f"{metric}_mean"] = round(float(vals.mean()), 2) if len(vals) else None
+            row[f"{metric}_std"] = round(float(vals.std()), 2) if len(vals) else None
+            row["fits"] = max(row.get("fits", 0), len(vals))
+        rows.append(row)
+    return rows
+
+
+def sweep_markdown(rows: List[Dict[str, Any]], key: str) -> str:
+    lines = [f"| `{key}` | fits | dev macro-F1 % | test macro-F1 % | raw test macro-F1 % |", "|---|---|---|---|---|"]
+    fmt = lambda r, m: "-" if r[f"{m}_mean"] is None else f"{r[m + '_mean']:.2f} ± {r[m + '_std']:.2f}"  # noqa: E731
+    for r in rows:
+        lines.append(f"| {r['value']} | {r['fits']} | {fmt(r, 'dev_macro_f1')} | {fmt(r, 'test_macro_f1')} "
+                     f"| {fmt(r, 'raw_test_macro_f1')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(rows: List[Dict[str, Any]], key: str, path: Path) -> None:
+    """The sweep as the paper's Fig. 6 draws it: macro-F1 against the setting, mean ± std over
+    fits, dev and test, the raw classifier's test score as the reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = [r["value"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for metric, label in (("test_macro_f1", "DiffusionCLS, test"), ("dev_macro_f1", "DiffusionCLS, dev")):
+        mean = [r[f"{metric}_mean"] for r in rows]
+        std = [r[f"{metric}_std"] for r in rows]
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
+    raw = [r["raw_test_macro_f1_mean"] for r in rows if r["raw_test_macro_f1_mean"] is not None]
+    if raw:
+        ax.axhline(sum(raw) / len(raw), color="grey", linestyle="--", label="raw (no augmentation), test")
+    ax.set_xlabel(key)
+    ax.set_ylabel("macro-F1 %")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -212,6 +212,57 @@ def test_trial_can_train_in_a_torchtrainer(tmp_path):
     assert 0 <= table.loc[0, "dev_macro_f1"] <= 1
 
 
+def test_sweep_table_averages_each_metric_over_the_fits_of_finished_trials():
+    from jobs.tune import sweep_markdown, sweep_table
+
+    nan = float("nan")
+    table = pd.DataFrame([
+        {"complete": True, "config/generator.group_index": 3, "dev_macro_f1/a/s1": 0.5, "dev_macro_f1/a/s2": 0.7,
+         "test_macro_f1/a/s1": 0.4, "test_macro_f1/a/s2": 0.6, "raw_test_macro_f1/a/s1": 0.5,
+         "raw_test_macro_f1/a/s2": 0.5},
+        {"complete": True, "config/generator.group_index": 1, "dev_macro_f1/a/s1": 0.6, "dev_macro_f1/a/s2": nan,
+         "test_macro_f1/a/s1": 0.8, "test_macro_f1/a/s2": nan, "raw_test_macro_f1/a/s1": 0.5,
+         "raw_test_macro_f1/a/s2": nan},
+        {"complete": False, "config/generator.group_index": 2, "dev_macro_f1/a/s1": 0.9, "dev_macro_f1/a/s2": 0.9,
+         "test_macro_f1/a/s1": 0.9, "test_macro_f1/a/s2": 0.9, "raw_test_macro_f1/a/s1": 0.9,
+         "raw_test_macro_f1/a/s2": 0.9},
+    ])
+    rows = sweep_table(table, "generator.group_index")
+    assert [r["value"] for r in rows] == [1, 3]  # sorted by value; the stopped trial left out
+    assert rows[0]["fits"] == 1 and rows[0]["test_macro_f1_mean"] == 80.0 and rows[0]["test_macro_f1_std"] == 0.0
+    assert rows[1]["fits"] == 2 and rows[1]["dev_macro_f1_mean"] == 60.0 and rows[1]["dev_macro_f1_std"] == 10.0
+    assert rows[1]["raw_test_macro_f1_mean"] == 50.0
+    text = sweep_markdown(rows, "generator.group_index")
+    assert "| 3 | 2 | 60.00 ± 10.00 | 50.00 ± 10.00 | 50.00 ± 0.00 |" in text
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_one_setting_sweep_with_trial_test_draws_the_figure_and_still_picks_on_dev(tmp_path):
+    """tune.trial_test (the fig6 preset): each trial's fits are also scored on test, the sweep's
+    table and plot are written, the raw arm (one proxy per seed) is the same for every value, and
+    the best point is the one with the best dev score."""
+    args = [sys.executable, str(REPO / "jobs" / "tune.py"), "experiment=smoke", f"storage_path={tmp_path}",
+            "tune.study=sweep", "tune.space={generator.group_index: {type: grid, values: [1, 3]}}",
+            "tune.num_samples=1", "tune.scheduler=fifo", "tune.final=false", "tune.trial_test=true",
+            f"tune.export_dir={tmp_path}"]
+    done = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    folder = tmp_path / "tune" / "sweep"
+    table = pd.read_csv(folder / "trials.csv")
+    assert len(table) == 2 and table["complete"].all()
+    test_cols = [c for c in table.columns if c.startswith("test_macro_f1/")]
+    raw_cols = [c for c in table.columns if c.startswith("raw_test_macro_f1/")]
+    assert len(test_cols) == len(raw_cols) == 1 and table[test_cols[0]].between(0, 1).all()
+    assert table[raw_cols[0]].nunique() == 1
+    summary = json.loads((folder / "study.json").read_text())
+    assert [r["value"] for r in summary["sweep"]] == [1, 3]
+    assert summary["best"]["dev_macro_f1"] == table["dev_macro_f1"].max()
+    assert (folder / "plots" / "sweep.png").stat().st_size > 0
+    assert (folder / "sweep.md").read_text().count("\n") == 4
+    assert summary["reuse"]["computed"]["generator"] == 1  # the group index is a decoding setting
+
+
 def _hold(lock, log, name, seconds):
     from dcls_core.artifacts import file_lock
 
