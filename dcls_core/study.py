@@ -8,7 +8,9 @@ best dev macro-F1 (never test). What does not depend on every setting is compute
 ====================  ===============================================================
 stage                 recomputed when these change
 ====================  ===============================================================
-``proxy``             data, model, classifier recipe at alpha = 0 (it is the raw arm)
+``data``              dataset, data.*
+``raw``               data, model, classifier recipe at alpha = 0 (the proxy, unless
+                      classifier.separate_proxy: then ``proxy``)
 ``importance``        proxy, max_length
 ``generator``         proxy, importance, the generator's *training* settings (T, lambda,
                       importance_norm, lr, epochs, warm-up, ...)
@@ -16,26 +18,22 @@ stage                 recomputed when these change
                       reverse steps, sampling), min_confidence
 ====================  ===============================================================
 
-so a trial that only changes alpha, tau or the classifier's steps trains no generator and
-generates nothing. ``jobs/tune.py`` runs :func:`score_point` inside Ray Tune trials.
+These are the pipeline's own stages and keys (``dcls_core.stages``), run in this process
+(``LocalExecutor``), so a trial that only changes alpha, tau or the classifier's steps trains no
+generator and generates nothing. ``jobs/tune.py`` runs :func:`score_point` inside Ray Tune trials.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import pandas as pd
 
-from dcls_core.artifacts import RunFolder, atomic_write_parquet, file_lock, stable_hash, stage_key
-from dcls_core.config import ClassifierConfig, Config, ConfigError, GeneratorConfig, load_config
+from dcls_core.artifacts import RunFolder, file_lock, stage_key
+from dcls_core.config import Config, ConfigError, load_config
 
 log = logging.getLogger(__name__)
-
-# GeneratorConfig fields that only the reverse process reads (not the generator's training)
-DECODING_FIELDS = ("group_size", "group_index", "reverse_steps", "temperature", "top_k", "top_p")
 
 
 def override_value(value: Any) -> str:
@@ -68,21 +66,6 @@ def point_config(base: Sequence[str], dataset: Optional[str], dataset_overrides:
     return cfg
 
 
-def generator_training_key(gcfg: GeneratorConfig) -> Dict[str, Any]:
-    """The generator settings its training reads (decoding-only fields left out)."""
-    return {k: v for k, v in dataclasses.asdict(gcfg).items() if k not in DECODING_FIELDS}
-
-
-def proxy_recipe(ccfg: ClassifierConfig) -> ClassifierConfig:
-    """The proxy's recipe (the raw arm unless classifier.proxy_* give it its own), with the
-    settings it never reads (L_c's tau and form, pseudo samples per step, arm selection) at
-    their defaults, so that trials differing only in those share one proxy."""
-    unused = ("tau", "contrastive", "pseudo_per_step", "fallback_on_dev", "select_confidence")
-    defaults = ClassifierConfig()
-    base = ccfg.proxy() if ccfg.separate_proxy else dataclasses.replace(ccfg, alpha=0.0)
-    return dataclasses.replace(base, **{k: getattr(defaults, k) for k in unused})
-
-
 class SharedStages:
     """The proxy, importance, generator and pseudo samples of one (dataset, seed), each computed
     once per key and reused by every trial of a study (and by its final evaluation).
@@ -104,64 +87,18 @@ class SharedStages:
             return self.run.stage(name, inputs, config, fn)
 
     def pseudo(self, cfg: Config, bundle, cache_dir: Path) -> Dict[str, Any]:
-        """``{"pseudo": frame, "proxy": folder, "proxy_dev": metrics, "stages": {name: built|reused}}``."""
-        from dcls_core import diffusion_augmenter as da
-        from dcls_core.models import load_classifier, load_tokenizer
-        from dcls_core.training import evaluate, fit_classifier
+        """The pipeline's stages up to ``generation`` (``dcls_core.stages.run_stages``), in this
+        process: ``{"pseudo": frame, "proxy": folder, "proxy_dev": metrics, "stages": {name: built|reused}}``."""
+        from dcls_core.artifacts import read_json
+        from dcls_core.stages import LocalExecutor, run_stages
 
-        names, ml, ccfg = bundle.vocab.names, cfg.data.max_length, cfg.classifier
-        train, dev, test = bundle.train, bundle.dev, bundle.test
-        proxy_cfg = proxy_recipe(ccfg)
-        augmenter = da.DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment, ccfg, ml, cache_dir,
-                                          cfg.data.resolved_root(), dev_df=dev,
-                                          exclude_texts=test["text"].tolist(), progress=False)
-        data_key = stable_hash({"dataset": cfg.dataset, "data": cfg.data})
-        tok = load_tokenizer(cfg.model)
-
-        def proxy_fn(d: Path):
-            model = load_classifier(cfg.model, len(names), cfg.seed)
-            res = fit_classifier(model, tok, train, dev, names, proxy_cfg, ml, cfg.seed)
-            da.save_checkpoint(res.model, tok, d / "model")
-            return {"steps": res.steps, "best_step": res.best_step,
-                    "dev": {k: evaluate(res.model, dev, tok, names, ml)[k] for k in ("accuracy", "macro_f1")}}
-
-        def importance_fn(d: Path):
-            model, _ = da.load_classifier_checkpoint(proxy.file("model"))
-            atomic_write_parquet(d / "importance.parquet", pd.DataFrame(
-                {"id": train["id"].astype(str), "importance": augmenter.importance(train, model, tok)}))
-            return {"rows": len(train)}
-
-        def generator_fn(d: Path):
-            model, _ = da.load_classifier_checkpoint(proxy.file("model"))
-            state, stats = augmenter.train_generator(train, importance(), names, cfg.seed, model)
-            da.save_checkpoint(state["model"], state["tokenizer"], d / "model")
-            return {"steps": stats["generator"].get("steps"), "warmup_cached": stats["warmup"].get("cached")}
-
-        def generation_fn(d: Path):
-            model, _ = da.load_classifier_checkpoint(proxy.file("model"))
-            state = da.load_generator_checkpoint(generator.file("model"), names, cfg.generator.label_prompt)
-            rows = augmenter.generate(state, train, importance(), names, cfg.seed, model, tok)
-            atomic_write_parquet(d / "pseudo.parquet", rows)
-            return {k: v for k, v in augmenter.stats.items() if k != "generator_cfg"}  # in the stage key already
-
-        def importance():
-            frame = pd.read_parquet(imp.file("importance.parquet"))
-            by_id = dict(zip(frame["id"], frame["importance"]))
-            return augmenter.normalise([list(by_id[i]) for i in train["id"].astype(str)])
-
-        proxy = self.stage("proxy", [data_key], {"model": cfg.model, "classifier": proxy_cfg,
-                                                 "seed": cfg.seed, "max_length": ml}, proxy_fn)
-        imp = self.stage("importance", [proxy], {"max_length": ml}, importance_fn)
-        generator = self.stage("generator", [data_key, proxy, imp],
-                               {"model": cfg.model, "generator": generator_training_key(cfg.generator),
-                                "seed": cfg.seed, "max_length": ml}, generator_fn)
-        generation = self.stage("generation", [generator, proxy],
-                                {"augment": cfg.augment, "generator": cfg.generator, "seed": cfg.seed,
-                                 "max_length": ml}, generation_fn)
-        stages = {s.name: "reused" if s.skipped else "built" for s in (proxy, imp, generator, generation)}
-        return {"pseudo": pd.read_parquet(generation.file("pseudo.parquet")), "proxy": proxy.file("model"),
-                "proxy_dev": proxy.meta["summary"]["dev"], "stages": stages,
-                "generator_key": generator.key}
+        out = run_stages(cfg, bundle, self, LocalExecutor(cfg, cache_dir), until="generation", data_variant="study")
+        fit = read_json(out["proxy"].file("model") / "fit.json")
+        return {"pseudo": out["pseudo"], "proxy": out["proxy"].file("model"),
+                "proxy_dev": {"accuracy": fit["best_dev_accuracy"], "macro_f1": fit["best_dev_macro_f1"]},
+                "stages": {role: "reused" if out[role].skipped else "built"
+                           for role in ("data", "proxy", "importance", "generator", "generation")},
+                "generator_key": out["generator"].key}
 
 
 OnEval = Callable[[Dict[str, Any]], None]

@@ -1,7 +1,8 @@
-"""Ray Data stages: token-importance scoring and pseudo-sample generation on actor pools.
+"""Ray Data actor pools for the batch stages (token-importance scoring, pseudo-sample generation).
 
-Both stages read Parquet, run a callable class on an ``ActorPoolStrategy`` pool (the model is
-loaded once per actor in ``__init__`` from a checkpoint folder of an earlier stage), and write
+A stage's callable class (``dcls_core.stages.ImportanceScorer`` / ``PseudoSampleGenerator``: the
+model is loaded once per actor in ``__init__`` from a checkpoint folder of an earlier stage) runs
+on an ``ActorPoolStrategy`` pool over Parquet in, and the pool writes
 Parquet. Pool size, batch size, CPUs/GPUs per actor and restart budgets come from
 ``configs/ray/``. CPU headroom: an actor pool that claims every CPU hangs the dataset (ray issue
 44687), so the pool never asks for more than (cluster CPUs - 1) in total.
@@ -23,12 +24,9 @@ from typing import Any, Dict, Optional, Sequence
 import pandas as pd
 
 from dcls_core.config import RayConfig
+from dcls_core.stages import check_ids
 
 log = logging.getLogger(__name__)
-
-
-class RowCountError(RuntimeError):
-    """An actor-pool stage lost or duplicated rows."""
 
 
 def pool_strategy(ray_cfg: RayConfig):
@@ -98,96 +96,3 @@ def run_actor_pool(frame: pd.DataFrame, fn_cls: type, ctor_kwargs: Dict[str, Any
     shutil.rmtree(out_dir, ignore_errors=True)
     in_path.unlink(missing_ok=True)
     return out
-
-
-def check_ids(out: pd.DataFrame, expected: Sequence[str], id_column: str, name: str) -> None:
-    got = out[id_column].astype(str)
-    dup = got[got.duplicated()].unique().tolist()
-    missing = sorted(set(map(str, expected)) - set(got))
-    extra = sorted(set(got) - set(map(str, expected)))
-    if dup or missing or extra:
-        raise RowCountError(f"{name}: {len(missing)} missing, {len(dup)} duplicated, {len(extra)} unexpected ids "
-                            f"(e.g. missing {missing[:3]}, duplicated {dup[:3]})")
-
-
-class FaultInjector:
-    """Test hook: exit the actor process once, after ``after`` batches (marker file = once per run)."""
-
-    def __init__(self, after: int, marker: Optional[str]):
-        self.after = int(after or 0)
-        self.marker = Path(marker) if marker else None
-        self.seen = 0
-
-    def tick(self) -> None:
-        if not self.after or self.marker is None:
-            return
-        self.seen += 1
-        if self.seen > self.after and not self.marker.exists():
-            self.marker.write_text(str(os.getpid()))
-            log.warning("fault injection: actor %d exits now", os.getpid())
-            os._exit(1)
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(max(1, int(threads)))
-
-
-def _to_device(model):
-    """An actor given GPUs (``ray.gpus_per_actor``) sees them through CUDA_VISIBLE_DEVICES."""
-    import torch
-
-    return model.to("cuda") if torch.cuda.is_available() else model
-
-
-class ImportanceScorer:
-    """Token importance (Eq. 1) from a classifier checkpoint: adds a list<float> ``importance`` column."""
-
-    def __init__(self, checkpoint: str, max_length: int, batch_size: int = 16, threads: int = 1,
-                 fault_after: int = 0, fault_marker: Optional[str] = None):
-        _set_threads(threads)
-        from dcls_core import diffusion_augmenter as da
-
-        self.model, self.tokenizer = da.load_classifier_checkpoint(checkpoint)
-        self.model = _to_device(self.model)
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.fault = FaultInjector(fault_after, fault_marker)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from dcls_core import diffusion_augmenter as da
-
-        self.fault.tick()
-        out = batch.copy()
-        out["importance"] = da.score_frame(self.model, self.tokenizer, batch, self.max_length, self.batch_size)
-        return out
-
-
-class PseudoSampleGenerator:
-    """Pseudo samples from a generator checkpoint: one input row (a plan entry) -> one pseudo row.
-
-    Each plan row carries its source row and the step to mask at; the random draws for a row
-    are seeded from (seed, plan id), so a retried batch reproduces its rows exactly.
-    """
-
-    def __init__(self, checkpoint: str, generator_cfg: Dict[str, Any], label_names: Sequence[str],
-                 max_length: int, seed: int, threads: int = 1, fault_after: int = 0,
-                 fault_marker: Optional[str] = None):
-        _set_threads(threads)
-        from dcls_core import diffusion_augmenter as da
-
-        self.state = da.load_generator_checkpoint(checkpoint, label_names,
-                                                  bool(generator_cfg.get("label_prompt", True)))
-        self.state["model"] = _to_device(self.state["model"])
-        self.generator_cfg = generator_cfg
-        self.max_length = max_length
-        self.seed = seed
-        self.fault = FaultInjector(fault_after, fault_marker)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from dcls_core import diffusion_augmenter as da
-
-        self.fault.tick()
-        return da.generate_for_plan(self.state, batch, self.generator_cfg, self.max_length, self.seed)

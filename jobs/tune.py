@@ -292,8 +292,9 @@ def reuse_counts(folder: Path, table) -> Dict[str, Any]:
     many fits read it: the reuse the study log reports."""
     shared = folder / "shared"
     built = {}
-    for name in ("proxy", "importance", "generator", "generation"):
-        built[name] = sum(1 for p in shared.glob(f"*/stages/{name}-*") if (p / "_stage.json").exists())
+    for name in ("proxy", "importance", "generator", "generation"):  # the proxy is the raw arm's fit
+        globs = ("raw", "proxy") if name == "proxy" else (name,)
+        built[name] = sum(1 for g in globs for p in shared.glob(f"*/stages/{g}-*") if (p / "_stage.json").exists())
     return {"computed": built, "trials": int(len(table)),
             "note": f"{built['generator']} generator(s) trained and {built['generation']} pseudo-sample set(s) "
                     f"generated for {len(table)} trials"}

@@ -101,6 +101,27 @@ def test_smoke_run_artifacts(smoke_run):
 
 
 @pytest.mark.ray
+def test_the_in_process_stages_have_the_pipelines_keys(smoke_run, tmp_path):
+    """One set of stages for every runner: the LocalExecutor (Tune trials, scripts) run on a copy
+    of the Ray pipeline's run folder finds every stage the pipeline built and recomputes none."""
+    from dcls_core.artifacts import RunFolder
+    from dcls_core.config import load_config
+    from dcls_core.data import load_dataset
+    from dcls_core.stages import LocalExecutor, run_stages
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run["run"], run)
+    cfg = load_config(["experiment=smoke", f"output_dir={run}", f"storage_path={smoke_run['store']}"])
+    calls = []
+    store = RunFolder(run, logger=calls.append)
+    out = run_stages(cfg, load_dataset(cfg.dataset, cfg.data), store, LocalExecutor(cfg, tmp_path / "cache"))
+    assert not any(": running" in line for line in calls), calls
+    assert {line.split(": ")[0] for line in calls} == {f"[stage] {p.name}" for p in (run / "stages").iterdir()
+                                                       if (p / "_stage.json").exists()}
+    assert out["evaluation"].skipped
+
+
+@pytest.mark.ray
 def test_augmented_parquet_rows_columns_and_schedule(smoke_run):
     from dcls_core.config import load_config
     from dcls_core.schedule import keep_probability

@@ -50,7 +50,7 @@ class AddOne:
     """Toy actor: one row in, one row out; the fault hook kills the actor process once."""
 
     def __init__(self, threads=1, fault_after=0, fault_marker=None):
-        from jobs.ray_data import FaultInjector
+        from dcls_core.stages import FaultInjector
 
         self.fault = FaultInjector(fault_after, fault_marker)
 

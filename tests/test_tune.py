@@ -16,8 +16,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from dcls_core.config import ConfigError, load_config
-from dcls_core.study import (DECODING_FIELDS, WRITTEN_BY, best_experiment_yaml, generator_training_key,
-                             point_config, point_overrides, proxy_recipe)
+from dcls_core.stages import DECODING_FIELDS, generator_training_key, proxy_recipe
+from dcls_core.study import WRITTEN_BY, best_experiment_yaml, point_config, point_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="1",

@@ -1,0 +1,553 @@
+"""The pipeline's stages, written once: what each reads, the config slice that keys it, what it
+writes, and where its heavy work runs.
+
+    data -> raw (also the proxy, unless classifier.separate_proxy) -> importance -> generator
+         -> generation -> no_augmentation, augmented -> evaluation
+
+:func:`run_stages` runs them in that order against a stage store (a
+:class:`~dcls_core.artifacts.RunFolder`, or anything with its ``stage(name, inputs, config, fn)``,
+such as a study's locked :class:`~dcls_core.study.SharedStages`): a stage is computed once per key
+(its name, the keys of the stages it reads, its config slice in :data:`STAGES`) and read back after.
+Where a stage's heavy work runs is the executor's choice, so the same stages serve every runner:
+
+* :class:`LocalExecutor` (here, no Ray): scoring, generation and fits in this process
+  (Tune trials, tests, scripts);
+* ``jobs.ray_executor.RayExecutor``: scoring and generation on Ray Data actor pools, fits on Ray
+  Train, the warm-up and the baseline augmenters as Ray tasks (``jobs/pipeline.py``).
+
+Both run the same per-batch callables (:class:`ImportanceScorer`, :class:`PseudoSampleGenerator`)
+and the same loop configs, so a pipeline run, a benchmark suite's run and a Tune trial build (and
+can share) the same stage folders.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from dcls_core.artifacts import atomic_write_json, atomic_write_parquet, read_json
+from dcls_core.config import ClassifierConfig, Config, ConfigError, GeneratorConfig
+
+log = logging.getLogger(__name__)
+
+# GeneratorConfig fields that only the reverse process reads (not the generator's training)
+DECODING_FIELDS = ("group_size", "group_index", "reverse_steps", "temperature", "top_k", "top_p")
+# ClassifierConfig fields no fit reads (the evaluation stage does: they key it instead)
+SELECTION_FIELDS = ("fallback_on_dev", "select_confidence")
+
+
+# --------------------------------------------------------------------------- keys
+def generator_training_key(gcfg: GeneratorConfig) -> Dict[str, Any]:
+    """The generator settings its training reads (decoding-only fields left out), so runs that
+    differ only in the noise level or sampling share one trained generator."""
+    return {k: v for k, v in dataclasses.asdict(gcfg).items() if k not in DECODING_FIELDS}
+
+
+def _without(ccfg: ClassifierConfig, fields: Sequence[str]) -> ClassifierConfig:
+    defaults = ClassifierConfig()
+    return dataclasses.replace(ccfg, **{k: getattr(defaults, k) for k in fields})
+
+
+def raw_recipe(ccfg: ClassifierConfig) -> ClassifierConfig:
+    """The raw arm: cross-entropy only (alpha = 0); the settings it never reads (L_c's tau and
+    form, pseudo samples per step, selection) at their defaults, so that runs differing only in
+    those share one raw fit."""
+    return _without(dataclasses.replace(ccfg, alpha=0.0), ("tau", "contrastive", "pseudo_per_step") + SELECTION_FIELDS)
+
+
+def proxy_recipe(ccfg: ClassifierConfig) -> ClassifierConfig:
+    """The proxy's recipe: the raw arm's unless classifier.proxy_* give it its own."""
+    if not ccfg.separate_proxy:
+        return raw_recipe(ccfg)
+    return _without(ccfg.proxy(), ("tau", "contrastive", "pseudo_per_step") + SELECTION_FIELDS)
+
+
+def arm_recipe(ccfg: ClassifierConfig, arm: str) -> ClassifierConfig:
+    """The recipe of an arm's fit: ``raw`` as :func:`raw_recipe`; ``no_augmentation`` (no pseudo
+    samples) and ``augmented`` the configured one, less what only the evaluation reads."""
+    if arm == "raw":
+        return raw_recipe(ccfg)
+    unused = SELECTION_FIELDS + (("pseudo_per_step",) if arm == "no_augmentation" else ())
+    return _without(ccfg, unused)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: the stages it reads, what it writes in its folder, where it runs, and the
+    config slice in its key (with the keys of what it reads)."""
+
+    name: str
+    reads: Tuple[str, ...]
+    writes: Tuple[str, ...]
+    runs_on: str
+    key: Callable[[Config], Dict[str, Any]]
+
+
+def _fit_key(recipe: Callable[[ClassifierConfig], ClassifierConfig]):
+    return lambda cfg: {"model": cfg.model, "classifier": recipe(cfg.classifier), "seed": cfg.seed,
+                        "max_length": cfg.data.max_length}
+
+
+def _generation_key(cfg: Config) -> Dict[str, Any]:
+    key: Dict[str, Any] = {"augment": cfg.augment, "seed": cfg.seed, "max_length": cfg.data.max_length}
+    if cfg.augment.method in ("diffusion", "mlm"):  # the (warmed-up) masked LM and its decoding settings
+        key.update(model=cfg.model, generator=cfg.generator)
+    return key
+
+
+STAGES: Dict[str, Stage] = {s.name: s for s in (
+    Stage("data", (), ("train.parquet", "dev.parquet", "test.parquet", "labels.json", "data_report.json"),
+          "driver", lambda cfg: {"dataset": cfg.dataset, "data": cfg.data}),
+    Stage("raw", ("data",), ("model/",), "fit (Ray Train: ray.num_workers)", _fit_key(raw_recipe)),
+    Stage("proxy", ("data",), ("model/",), "fit (Ray Train)", _fit_key(proxy_recipe)),
+    Stage("importance", ("data", "proxy"), ("importance.parquet",),
+          "actor pool (ray.actors x ray.cpus_per_actor)", lambda cfg: {"max_length": cfg.data.max_length}),
+    Stage("generator", ("data", "proxy", "importance"), ("model/",),
+          "warm-up task (cached in cache_dir), then a fit (Ray Train)",
+          lambda cfg: {"model": cfg.model, "generator": generator_training_key(cfg.generator), "seed": cfg.seed,
+                       "max_length": cfg.data.max_length}),
+    Stage("generation", ("data", "importance", "generator"), ("pseudo.parquet",),
+          "actor pool (diffusion) or one task (a baseline augmenter)", _generation_key),
+    Stage("no_augmentation", ("data",), ("model/",), "fit (Ray Train)",
+          _fit_key(lambda c: arm_recipe(c, "no_augmentation"))),
+    Stage("augmented", ("data", "generation"), ("model/",), "fit (Ray Train)",
+          lambda cfg: dict(_fit_key(lambda c: arm_recipe(c, "augmented"))(cfg), augment=cfg.augment)),
+    Stage("evaluation", ("raw", "no_augmentation", "augmented"), ("metrics.json", "augmented.parquet"), "driver",
+          lambda cfg: {"max_length": cfg.data.max_length, "probe_C": cfg.classifier.probe_C,
+                       **{k: getattr(cfg.classifier, k) for k in SELECTION_FIELDS}}),
+)}
+
+
+def stage_config(name: str, cfg: Config) -> Dict[str, Any]:
+    """The config slice of stage ``name`` (its key, with the keys of the stages it reads)."""
+    return STAGES[name].key(cfg)
+
+
+# --------------------------------------------------------------------------- per-batch work
+class RowCountError(RuntimeError):
+    """A batch stage lost or duplicated rows."""
+
+
+def check_ids(out: pd.DataFrame, expected: Sequence[str], id_column: str, name: str) -> None:
+    """A batch stage's output holds each expected id exactly once (a retried batch adds no rows)."""
+    got = out[id_column].astype(str)
+    dup = got[got.duplicated()].unique().tolist()
+    missing = sorted(set(map(str, expected)) - set(got))
+    extra = sorted(set(got) - set(map(str, expected)))
+    if dup or missing or extra:
+        raise RowCountError(f"{name}: {len(missing)} missing, {len(dup)} duplicated, {len(extra)} unexpected ids "
+                            f"(e.g. missing {missing[:3]}, duplicated {dup[:3]})")
+
+
+class FaultInjector:
+    """Test hook: exit the actor process once, after ``after`` batches (marker file = once per run)."""
+
+    def __init__(self, after: int, marker: Optional[str]):
+        self.after = int(after or 0)
+        self.marker = Path(marker) if marker else None
+        self.seen = 0
+
+    def tick(self) -> None:
+        if not self.after or self.marker is None:
+            return
+        self.seen += 1
+        if self.seen > self.after and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            log.warning("fault injection: actor %d exits now", os.getpid())
+            os._exit(1)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def _to_device(model):
+    """An actor given GPUs (``ray.gpus_per_actor``) sees them through CUDA_VISIBLE_DEVICES."""
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
+class ImportanceScorer:
+    """Token importance (Eq. 1) from a classifier checkpoint: adds a list<float> ``importance`` column."""
+
+    def __init__(self, checkpoint: str, max_length: int, batch_size: int = 16, threads: int = 0,
+                 fault_after: int = 0, fault_marker: Optional[str] = None):
+        _set_threads(threads)
+        from dcls_core import diffusion_augmenter as da
+
+        self.model, self.tokenizer = da.load_classifier_checkpoint(checkpoint)
+        self.model = _to_device(self.model)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.fault = FaultInjector(fault_after, fault_marker)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        from dcls_core import diffusion_augmenter as da
+
+        self.fault.tick()
+        out = batch.copy()
+        out["importance"] = da.score_frame(self.model, self.tokenizer, batch, self.max_length, self.batch_size)
+        return out
+
+
+class PseudoSampleGenerator:
+    """Pseudo samples from a generator checkpoint: one input row (a plan entry) -> its pseudo rows.
+
+    Each plan row carries its source row and the steps to mask at; the random draws for a row
+    are seeded from (seed, plan id), so a retried batch reproduces its rows exactly and the
+    rows do not depend on how the plan is cut into batches.
+    """
+
+    def __init__(self, checkpoint: str, generator_cfg: Dict[str, Any], label_names: Sequence[str],
+                 max_length: int, seed: int, threads: int = 0, fault_after: int = 0,
+                 fault_marker: Optional[str] = None):
+        _set_threads(threads)
+        from dcls_core import diffusion_augmenter as da
+
+        self.state = da.load_generator_checkpoint(checkpoint, label_names,
+                                                  bool(generator_cfg.get("label_prompt", True)))
+        self.state["model"] = _to_device(self.state["model"])
+        self.generator_cfg = generator_cfg
+        self.max_length = max_length
+        self.seed = seed
+        self.fault = FaultInjector(fault_after, fault_marker)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        from dcls_core import diffusion_augmenter as da
+
+        self.fault.tick()
+        return da.generate_for_plan(self.state, batch, self.generator_cfg, self.max_length, self.seed)
+
+
+# --------------------------------------------------------------------------- the in-process executor
+def classifier_loop_config(cfg: Config, names: Sequence[str], train: pd.DataFrame, dev: pd.DataFrame,
+                           recipe: ClassifierConfig) -> Dict[str, Any]:
+    """What a classifier fit (proxy or arm) reads, in the form the Ray Train loop receives it."""
+    return {"model": dataclasses.asdict(cfg.model), "label_names": list(names), "seed": cfg.seed,
+            "train": train.to_dict("records"), "dev": None if dev is None else dev.to_dict("records"),
+            "max_length": cfg.data.max_length, "classifier": dataclasses.asdict(recipe), "mode": "static"}
+
+
+def warmup_texts(cfg: Config, train: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFrame) -> List[str]:
+    """The warm-up corpus of ``cfg.generator.warmup`` (test texts never enter it)."""
+    from dcls_core.warmup import run_corpus
+
+    return run_corpus(cfg.generator.warmup, train["text"].tolist(), dev["text"].tolist(), test["text"].tolist(),
+                      cfg.data.resolved_root())
+
+
+def warm_up(cfg: Config, texts: Sequence[str], cache_dir: Path, threads: int = 0) -> Dict[str, Any]:
+    """The generator warm-up on ``texts`` (cached under ``cache_dir``: shared by runs and trials);
+    its stats (``path``: the warmed-up masked LM)."""
+    from dcls_core.warmup import load_or_warmup
+
+    _set_threads(threads)
+    _, _, stats = load_or_warmup(cfg.model, cfg.generator.warmup, list(texts), str(cache_dir), cfg.seed)
+    return {k: v for k, v in stats.items() if k in ("skipped", "cached", "key", "path", "steps", "seconds")}
+
+
+class LocalExecutor:
+    """Every stage's work in this process: batches through the same callables as the actor pools,
+    fits through ``dcls_core.training.fit_classifier`` / ``dcls_core.diffusion.train_generator``,
+    checkpoints written as the Ray Train loops write them (``model/`` with ``fit.json`` and
+    ``history.json``). ``on_eval``: called after every dev evaluation of a classifier fit."""
+
+    name = "local"
+
+    def __init__(self, cfg: Config, cache_dir: Path, batch_size: int = 64,
+                 on_eval: Optional[Callable[[Dict[str, Any]], None]] = None):
+        self.cfg = cfg
+        self.cache_dir = Path(cache_dir)
+        self.batch_size = int(batch_size)
+        self.on_eval = on_eval
+
+    def map(self, stage_dir: Path, name: str, frame: pd.DataFrame, fn_cls: type, kwargs: Dict[str, Any],
+            expect_ids: Optional[Sequence[str]] = None) -> pd.DataFrame:
+        fn = fn_cls(**kwargs)
+        frame = frame.reset_index(drop=True)
+        parts = [fn(frame.iloc[i:i + self.batch_size]) for i in range(0, len(frame), self.batch_size)]
+        out = pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
+        out = out.sort_values("id", kind="stable").reset_index(drop=True)
+        check_ids(out, list(frame["id"]) if expect_ids is None else list(expect_ids), "id", name)
+        return out
+
+    def notes(self, stage_dir: Path, name: str) -> Dict[str, Any]:
+        """What the executor adds to a batch stage's summary (the Ray one: whether an actor was killed)."""
+        return {}
+
+    def warmup(self, train: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFrame) -> Dict[str, Any]:
+        from dcls_core.warmup import needs_warmup
+
+        if not needs_warmup(self.cfg.model, self.cfg.generator.warmup):
+            return {"skipped": True}  # the model has its own masked-LM head
+        return warm_up(self.cfg, warmup_texts(self.cfg, train, dev, test), self.cache_dir)
+
+    def augment(self, train, dev, test, names, checkpoint: Optional[str]):
+        from dcls_core.augment import augmenter_from_config
+
+        augmenter = augmenter_from_config(self.cfg, cache_dir=str(self.cache_dir), dev_df=dev,
+                                          exclude_texts=test["text"].tolist(), checkpoint=checkpoint)
+        rows = augmenter.augment(train, list(names), self.cfg.seed)
+        return rows, dict(getattr(augmenter, "stats", {}))
+
+    def fit(self, stage_dir: Path, name: str, loop: Dict[str, Any]) -> Dict[str, Any]:
+        import time
+
+        from dcls_core.training import set_seed
+
+        start = time.time()
+        set_seed(int(loop["seed"]))  # as every Ray Train worker does: dropout draws do not depend on what ran before
+        (self._fit_generator if name == "generator" else self._fit_classifier)(Path(stage_dir) / "model", loop)
+        return {"seconds": round(time.time() - start, 1), "workers": 1, "strategy": "local"}
+
+    def _fit_classifier(self, folder: Path, loop: Dict[str, Any]) -> None:
+        from dcls_core.config import ModelConfig
+        from dcls_core.models import load_classifier, load_tokenizer
+        from dcls_core.training import fit_classifier
+
+        if loop.get("mode", "static") != "static":
+            raise ConfigError("augment.mode=reflective regenerates inside a Ray Train fit: run it with the "
+                              "pipeline (jobs/pipeline.py), not in-process")
+        names, seed, ml = list(loop["label_names"]), int(loop["seed"]), int(loop["max_length"])
+        model_cfg = ModelConfig(**loop["model"])
+        tok = load_tokenizer(model_cfg)
+        model = load_classifier(model_cfg, len(names), seed)
+        frame = lambda records: None if records is None else pd.DataFrame.from_records(records)  # noqa: E731
+        on_eval = None if self.on_eval is None else (lambda record, _model: self.on_eval(record))
+        res = fit_classifier(model, tok, frame(loop["train"]), frame(loop.get("dev")), names,
+                             ClassifierConfig(**loop["classifier"]), ml, seed, pseudo_df=frame(loop.get("pseudo")),
+                             on_eval=on_eval)
+        res.model.save_pretrained(folder, label_names=names)
+        tok.save_pretrained(str(folder))
+        (folder / "history.json").write_text(json.dumps(res.history, indent=1, default=str))
+        atomic_write_json(folder / "fit.json", {
+            "best_step": res.best_step, "steps": res.steps,
+            "best_dev_macro_f1": (res.best_dev_metrics or {}).get("macro_f1"),
+            "best_dev_accuracy": (res.best_dev_metrics or {}).get("accuracy")})
+
+    def _fit_generator(self, folder: Path, loop: Dict[str, Any]) -> None:
+        from dcls_core import diffusion_augmenter as da
+        from dcls_core.config import ModelConfig
+        from dcls_core.diffusion import train_generator
+        from dcls_core.models import load_masked_lm, load_tokenizer
+        from dcls_core.prompting import prompt_token_ids
+
+        gcfg, names, seed = self.cfg.generator, list(loop["label_names"]), int(loop["seed"])
+        if loop.get("start_checkpoint"):
+            from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+            model = AutoModelForMaskedLM.from_pretrained(loop["start_checkpoint"], attn_implementation="eager")
+            tok = AutoTokenizer.from_pretrained(loop["start_checkpoint"])
+        else:
+            model_cfg = ModelConfig(**loop["model"])
+            model, tok = load_masked_lm(model_cfg, seed), load_tokenizer(model_cfg)
+        if loop.get("proxy_checkpoint"):
+            proxy, _ = da.load_classifier_checkpoint(loop["proxy_checkpoint"])
+            da.init_encoder_from(model, proxy)
+        label_ids = prompt_token_ids(tok, model, names, gcfg.label_prompt)
+        frame = pd.DataFrame.from_records(loop["train"])
+        train_generator(model, tok, frame, list(frame["importance"]), label_ids, gcfg, seed,
+                        max_length=int(loop["max_length"]))
+        da.save_checkpoint(model, tok, folder)
+
+
+# --------------------------------------------------------------------------- the stages
+def judge_filter(rows: pd.DataFrame, judge: Path, names, cfg: Config, summary: Dict[str, Any]) -> pd.DataFrame:
+    """``augment.min_confidence``: drop pseudo rows the judge (the proxy or raw arm) finds unlikely."""
+    if cfg.augment.min_confidence is None or not len(rows):
+        return rows
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.diagnostics import filter_by_confidence
+    from dcls_core.training import predict
+
+    model, tok = da.load_classifier_checkpoint(judge)
+    _, probs = predict(model, rows, tok, names, cfg.data.max_length)
+    rows, dropped = filter_by_confidence(rows, probs, names, cfg.augment.min_confidence)
+    summary.update({"dropped_low_confidence": dropped, "rows": len(rows)})
+    return rows
+
+
+def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None,
+               data_variant: str = "pipeline") -> Dict[str, Any]:
+    """Run the stages of ``cfg`` in order on ``store`` with ``executor``, each once per key.
+
+    ``until="generation"``: stop once the pseudo samples exist (``dcls augment``, Tune trials).
+    Returns the stage outputs (``data``, ``raw``, ``proxy``, ``importance``, ``generator``,
+    ``generation``, ``arms``: {arm: output}, ``evaluation``), the frames ``train``/``dev``/``test``/
+    ``pseudo`` and ``consistency_model`` (the checkpoint that judges the pseudo samples)."""
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.importance import normalise_importance
+
+    names, ml, ccfg, method = bundle.vocab.names, cfg.data.max_length, cfg.classifier, cfg.augment.method
+    augmenting = method != "none" and (cfg.augment.n > 0 or cfg.augment.policy == "balance")
+
+    def data_fn(d: Path):
+        for split, frame in bundle.frames.items():
+            atomic_write_parquet(d / f"{split}.parquet", frame)
+        atomic_write_json(d / "labels.json", list(names))
+        atomic_write_json(d / "data_report.json", bundle.describe())
+        return {split: len(f) for split, f in bundle.frames.items()}
+
+    data = store.stage("data", [], dict(stage_config("data", cfg), variant=data_variant), data_fn)
+    train, dev, test = (pd.read_parquet(data.file(f"{s}.parquet")) for s in ("train", "dev", "test"))
+    out: Dict[str, Any] = {"data": data, "train": train, "dev": dev, "test": test, "pseudo": None,
+                           "consistency_model": None, "proxy": None, "importance": None, "generator": None,
+                           "generation": None}
+
+    def fit(name: str, inputs, recipe: ClassifierConfig, key: Dict[str, Any], **extra):
+        loop = dict(classifier_loop_config(cfg, names, train, dev, recipe), **extra)
+        return store.stage(name, inputs, key, lambda d: executor.fit(d, name, loop))
+
+    raw = fit("raw", [data], raw_recipe(ccfg), stage_config("raw", cfg))
+    out["raw"] = raw
+    generation_inputs: List[Any] = []
+    sources = generator = None
+    if augmenting and method == "diffusion":
+        proxy = raw if not ccfg.separate_proxy else fit("proxy", [data], proxy_recipe(ccfg), stage_config("proxy", cfg))
+        out["proxy"] = proxy
+        out["consistency_model"] = proxy.file("model")
+
+        def importance_fn(d: Path):  # Eq. 1, from the proxy
+            scored = executor.map(d, "importance", train[["id", "text", "label"]], ImportanceScorer,
+                                  {"checkpoint": str(proxy.file("model")), "max_length": ml})
+            atomic_write_parquet(d / "importance.parquet", scored[["id", "importance"]])
+            return {"rows": len(scored), **executor.notes(d, "importance")}
+
+        importance = store.stage("importance", [data, proxy], stage_config("importance", cfg), importance_fn)
+        out["importance"] = importance
+        imp = pd.read_parquet(importance.file("importance.parquet"))
+        imp_by_id = {i: normalise_importance(list(v), cfg.generator.importance_norm)
+                     for i, v in zip(imp["id"], imp["importance"])}
+
+        def generator_fn(d: Path):  # the cached warm-up, then diffusion training on the few labelled rows
+            warm = executor.warmup(train, dev, test)
+            loop = {"model": dataclasses.asdict(cfg.model), "label_names": list(names), "seed": cfg.seed,
+                    "generator": dataclasses.asdict(cfg.generator), "epochs": cfg.generator.epochs,
+                    "min_steps": cfg.generator.min_steps, "max_length": ml, "start_checkpoint": warm.get("path"),
+                    "proxy_checkpoint": str(proxy.file("model")) if (
+                        cfg.generator.init_from_proxy and warm.get("skipped")) else None,
+                    "train": train.assign(importance=[imp_by_id[i] for i in train["id"]]).to_dict("records")}
+            stats = executor.fit(d, "generator", loop)
+            stats["warmup"] = {k: warm.get(k) for k in ("skipped", "cached", "key", "steps", "seconds")}
+            return stats
+
+        generator = store.stage("generator", [data, proxy, importance], stage_config("generator", cfg), generator_fn)
+        out["generator"] = generator
+        sources = da.plan_sources(train, cfg.augment, cfg.generator, cfg.seed)
+        sources["importance"] = [imp_by_id[i] for i in sources["id"]]
+        generation_inputs = [data, importance, generator]
+        if cfg.augment.mode == "static":
+            def generation_fn(d: Path):
+                from dcls_core.augment import empty_pseudo_frame
+
+                if sources.empty:  # e.g. policy=balance on balanced data: nothing to generate
+                    atomic_write_parquet(d / "pseudo.parquet", empty_pseudo_frame())
+                    return {"rows": 0, "sources": 0, **executor.notes(d, "generation")}
+                rows = executor.map(d, "generation", sources, PseudoSampleGenerator,
+                                    {"checkpoint": str(generator.file("model")),
+                                     "generator_cfg": dataclasses.asdict(cfg.generator), "label_names": list(names),
+                                     "max_length": ml, "seed": cfg.seed},
+                                    expect_ids=da.expected_pseudo_ids(sources))
+                rows, empty = da.drop_empty_pseudo(rows)
+                summary = {"rows": len(rows), "sources": len(sources), "dropped_empty": empty,
+                           **executor.notes(d, "generation")}
+                rows = judge_filter(rows, proxy.file("model"), names, cfg, summary)  # the proxy judges
+                atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
+                return summary
+
+            inputs = generation_inputs + ([proxy] if cfg.augment.min_confidence is not None else [])
+            generation = store.stage("generation", inputs, stage_config("generation", cfg), generation_fn)
+            out["generation"], out["pseudo"] = generation, pd.read_parquet(generation.file("pseudo.parquet"))
+            generation_inputs = [data, generation]
+    elif augmenting:  # a baseline: no importance, no generator; the raw arm judges its pseudo samples
+        out["consistency_model"] = raw.file("model")
+
+        def baseline_fn(d: Path):
+            from dcls_core.augment import uses_masked_lm
+
+            warm = executor.warmup(train, dev, test) if uses_masked_lm(method) else {}
+            rows, stats = executor.augment(train, dev, test, names, warm.get("path"))
+            rows, empty = da.drop_empty_pseudo(rows)
+            summary = {"rows": len(rows), "method": method, "stats": stats, "empty_dropped": empty}
+            rows = judge_filter(rows, raw.file("model"), names, cfg, summary)
+            atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
+            return summary
+
+        inputs = [data] + ([raw] if cfg.augment.min_confidence is not None else [])
+        generation = store.stage("generation", inputs, stage_config("generation", cfg), baseline_fn)
+        out["generation"], out["pseudo"] = generation, pd.read_parquet(generation.file("pseudo.parquet"))
+        generation_inputs = [data, generation]
+    if until == "generation":
+        return out
+
+    # the other arms: same recipe and steps as raw; no_augmentation adds L_c, augmented the pseudo samples
+    arms = {"raw": raw}
+    arms["no_augmentation"] = raw if ccfg.alpha == 0 else fit(
+        "no_augmentation", [data], arm_recipe(ccfg, "no_augmentation"), stage_config("no_augmentation", cfg))
+    if augmenting:
+        extra: Dict[str, Any] = {"pseudo": None if out["pseudo"] is None else out["pseudo"].to_dict("records")}
+        if cfg.augment.mode == "reflective":
+            extra = {"mode": "reflective", "regenerate_every": cfg.augment.regenerate_every,
+                     "generator_checkpoint": str(generator.file("model")),
+                     "generator": dataclasses.asdict(cfg.generator),
+                     "sources": sources.drop(columns=["importance"]).to_dict("records")}
+        arms["augmented"] = fit("augmented", generation_inputs, arm_recipe(ccfg, "augmented"),
+                                stage_config("augmented", cfg), **extra)
+        if cfg.augment.mode == "reflective":
+            out["pseudo"] = pd.read_parquet(arms["augmented"].file("model") / "pseudo.parquet")
+    out["arms"] = arms
+    out["evaluation"] = store.stage("evaluation", list(dict.fromkeys(arms.values())), stage_config("evaluation", cfg),
+                                    lambda d: evaluate_arms(d, cfg, names, out))
+    return out
+
+
+def evaluate_arms(folder: Path, cfg: Config, names: Sequence[str], out: Dict[str, Any]) -> Dict[str, int]:
+    """The evaluation stage: every arm and the frozen-encoder probe on dev and test, the arm the run
+    recommends (``select_arm``), and the augmented data set with each row's label consistency."""
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.classifier import probe_classifier
+    from dcls_core.evaluation import select_arm
+    from dcls_core.models import load_tokenizer
+    from dcls_core.training import evaluate
+
+    ml, ccfg = cfg.data.max_length, cfg.classifier
+    train, dev, test, pseudo = out["train"], out["dev"], out["test"], out["pseudo"]
+    splits = [(split, frame) for split, frame in (("dev", dev), ("test", test)) if len(frame)]
+    metrics: Dict[str, Any] = {"best_step": {}}
+    for arm, stage in out["arms"].items():
+        model, tok = da.load_classifier_checkpoint(stage.file("model"))
+        metrics[arm] = {split: evaluate(model, frame, tok, names, ml, keep_predictions=split == "dev")
+                        for split, frame in splits}
+        metrics["best_step"][arm] = read_json(stage.file("model") / "fit.json")["best_step"]
+    probe = probe_classifier(cfg.model, train, names, ml, ccfg.probe_C, cfg.seed)
+    probe_tok = load_tokenizer(cfg.model)
+    metrics["probe"] = {split: evaluate(probe, frame, probe_tok, names, ml) for split, frame in splits}
+    judge = out["consistency_model"]
+    if judge is not None and cfg.augment.method == "diffusion":
+        history = read_json(Path(judge) / "history.json")
+        metrics["proxy"] = {"dev_accuracy_at_start": history[0].get("dev_accuracy") if history else None,
+                            "dev_accuracy": max((h.get("dev_accuracy", 0.0) for h in history), default=None),
+                            "checkpoint": "raw" if judge == out["raw"].file("model") else "proxy"}
+    metrics["selected"] = select_arm(metrics, ccfg.fallback_on_dev, dev["label"].astype(str).tolist(), names,
+                                     ccfg.select_confidence)
+    aug = da.augmented_frame(train, pseudo)
+    if judge is not None and pseudo is not None and len(pseudo):
+        model, tok = da.load_classifier_checkpoint(judge)
+        aug["consistency"] = da.label_consistency(model, tok, aug, names, ml)
+    metrics["labels"] = list(names)
+    metrics["rows"] = {"train": len(train), "pseudo": 0 if pseudo is None else len(pseudo),
+                       "dev": len(dev), "test": len(test)}
+    atomic_write_json(folder / "metrics.json", metrics)
+    atomic_write_parquet(folder / "augmented.parquet", aug)
+    return metrics["rows"]
