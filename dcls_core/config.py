@@ -561,6 +561,46 @@ class TuneConfig:
                    "grid is not searchable by optuna: use choice (or tune.search=random)", kind)
 
 
+SUITE_METRICS = ("accuracy", "macro_f1")
+SUITE_PEERS = ("probe", "setfit")
+
+
+@dataclass
+class SuiteConfig:
+    """A benchmark suite (``python jobs/benchmark.py <suite>``, presets in ``configs/suite/``): every
+    method on the same sampled rows, seeds, step budgets and test set. Each (setting, method, seed)
+    is one run of the pipeline's stages (``dcls_core.stages``); the runs of a (setting, seed) share
+    one stage store, so their data, raw and no_augmentation stages are computed once."""
+
+    name: str = "suite"
+    overrides: List[str] = field(default_factory=list)  # every run, first
+    settings: Dict[str, List[str]] = field(default_factory=dict)  # setting -> its overrides
+    methods: Dict[str, List[str]] = field(default_factory=dict)  # method -> its overrides (augment=eda, ...)
+    seeds: List[int] = field(default_factory=lambda: [13, 42, 87])
+    peers: List[str] = field(default_factory=lambda: list(SUITE_PEERS))  # beside the methods, same rows
+    metrics: List[str] = field(default_factory=lambda: ["accuracy", "macro_f1"])  # the table's, first = the plot's
+    cpus_per_run: float = 1.0  # a run is one Ray task; also its torch threads
+    setfit_steps: int = 0  # SetFit's step cap: 0 = the arms' step budget (classifier.min_steps)
+    # the paper's figures to print beside ours: setting -> {method: value in %}
+    paper: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)  # lines printed under the table (encoders used, ...)
+
+    def __post_init__(self) -> None:
+        _check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)), "suite.name",
+               "must be a folder name (letters, digits, _ . -)", self.name)
+        _check(bool(self.settings), "suite.settings", "must name at least one setting", self.settings)
+        _check(bool(self.methods), "suite.methods", "must name at least one method", self.methods)
+        _check(len(self.seeds) >= 1, "suite.seeds", "must list at least one seed", self.seeds)
+        for peer in self.peers:
+            _one_of("suite.peers[]", peer, SUITE_PEERS)
+        _check(bool(self.metrics), "suite.metrics", "must list at least one metric", self.metrics)
+        for metric in self.metrics:
+            _one_of("suite.metrics[]", metric, SUITE_METRICS)
+        _check(self.cpus_per_run > 0, "suite.cpus_per_run", "must be > 0", self.cpus_per_run)
+        clash = set(self.methods) & set(self.peers)
+        _check(not clash, "suite.methods", f"names a peer too ({sorted(clash)})", sorted(self.methods))
+
+
 @dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from dcls_core.artifacts import atomic_write_json, atomic_write_parquet, read_json
-from dcls_core.config import ClassifierConfig, Config, ConfigError, GeneratorConfig
+from dcls_core.config import ClassifierConfig, Config, GeneratorConfig
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,33 @@ def warm_up(cfg: Config, texts: Sequence[str], cache_dir: Path, threads: int = 0
     return {k: v for k, v in stats.items() if k in ("skipped", "cached", "key", "path", "steps", "seconds")}
 
 
+def reflective_regenerator(loop: Dict[str, Any], tokenizer, shard: Callable[[List[Dict[str, Any]]], List[Dict[str, Any]]] = None,
+                           gather: Callable[[pd.DataFrame], pd.DataFrame] = None):
+    """Reflective mode (``augment.mode=reflective``): a ``regenerate(classifier)`` for
+    ``fit_classifier`` that rescores the sources' importance with the classifier being trained and
+    regenerates their pseudo samples (round r seeded ``seed + 1000 r``). ``shard``/``gather``: this
+    worker's share of the sources and the union over workers (Ray Train); identity in one process."""
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.importance import normalise_importance
+
+    gcfg, ml, seed = loop["generator"], int(loop["max_length"]), int(loop["seed"])
+    state = da.load_generator_checkpoint(loop["generator_checkpoint"], list(loop["label_names"]),
+                                         bool(gcfg.get("label_prompt", True)))
+    records = list(loop["sources"])
+    rounds = {"n": 0}
+
+    def regenerate(current) -> pd.DataFrame:
+        rounds["n"] += 1
+        mine = pd.DataFrame.from_records(shard(records) if shard else records).drop_duplicates("id")
+        raw = da.score_frame(current, tokenizer, mine, ml)
+        mine = mine.assign(importance=[normalise_importance(v, gcfg["importance_norm"]) for v in raw])
+        fresh = da.generate_for_plan(state, mine, gcfg, ml, seed + 1000 * rounds["n"])
+        fresh = gather(fresh) if gather else fresh
+        return fresh.drop_duplicates("id").sort_values("id").reset_index(drop=True)
+
+    return regenerate
+
+
 class LocalExecutor:
     """Every stage's work in this process: batches through the same callables as the actor pools,
     fits through ``dcls_core.training.fit_classifier`` / ``dcls_core.diffusion.train_generator``,
@@ -316,21 +343,22 @@ class LocalExecutor:
         from dcls_core.models import load_classifier, load_tokenizer
         from dcls_core.training import fit_classifier
 
-        if loop.get("mode", "static") != "static":
-            raise ConfigError("augment.mode=reflective regenerates inside a Ray Train fit: run it with the "
-                              "pipeline (jobs/pipeline.py), not in-process")
         names, seed, ml = list(loop["label_names"]), int(loop["seed"]), int(loop["max_length"])
         model_cfg = ModelConfig(**loop["model"])
         tok = load_tokenizer(model_cfg)
         model = load_classifier(model_cfg, len(names), seed)
         frame = lambda records: None if records is None else pd.DataFrame.from_records(records)  # noqa: E731
         on_eval = None if self.on_eval is None else (lambda record, _model: self.on_eval(record))
+        mode = loop.get("mode", "static")
         res = fit_classifier(model, tok, frame(loop["train"]), frame(loop.get("dev")), names,
                              ClassifierConfig(**loop["classifier"]), ml, seed, pseudo_df=frame(loop.get("pseudo")),
-                             on_eval=on_eval)
+                             mode=mode, regenerate=reflective_regenerator(loop, tok) if mode == "reflective" else None,
+                             regenerate_every=int(loop.get("regenerate_every", 1)), on_eval=on_eval)
         res.model.save_pretrained(folder, label_names=names)
         tok.save_pretrained(str(folder))
         (folder / "history.json").write_text(json.dumps(res.history, indent=1, default=str))
+        if res.pseudo_df is not None:  # reflective mode: the last regenerated set
+            atomic_write_parquet(folder / "pseudo.parquet", res.pseudo_df)
         atomic_write_json(folder / "fit.json", {
             "best_step": res.best_step, "steps": res.steps,
             "best_dev_macro_f1": (res.best_dev_metrics or {}).get("macro_f1"),

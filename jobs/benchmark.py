@@ -19,6 +19,11 @@ Subcommands:
     Generation and importance scoring against a bare forward loop of the same model on the same
     batches, and a masked-LM substitution peer (``jobs/benchmark_throughput.py``).
 
+``fewshot``, ``partial``, ``domain``, ``ablation`` (and ``suite <name or file>``)
+    The paper's benchmark suites: every method (the baseline augmenters, DiffusionCLS and its
+    ablations) and the peers on the same rows and seeds, one pipeline run per (setting, method,
+    seed) sharing cached stages (``jobs/benchmark_suite.py``, presets in ``configs/suite/``).
+
 Further benchmarks register themselves in ``SUBCOMMANDS``.
 Results are merged into the JSON file per dataset, so datasets can be run one at a time.
 """
@@ -136,14 +141,13 @@ def _masked_view(tokenizer, frame, importance, label_ids, gcfg, plan, seed, max_
 
 def run_generator(args: argparse.Namespace) -> None:
     import numpy as np
-    import pandas as pd
     import torch
 
-    from dcls_core.config import ClassifierConfig, DataConfig, GeneratorConfig, ModelConfig, WarmupConfig
+    from dcls_core.config import ClassifierConfig, ModelConfig
     from dcls_core.config import load_config
     from dcls_core.data import k_shot, load_dataset
     from dcls_core.diffusion import train_generator
-    from dcls_core.diffusion_augmenter import plan_sources, score_frame
+    from dcls_core.diffusion_augmenter import score_frame
     from dcls_core.generation import generate_pseudo_samples, plan_per_sample
     from dcls_core.judge import judge_probs, train_judge
     from dcls_core.models import load_classifier, load_tokenizer
@@ -309,9 +313,10 @@ def add_generator(sub) -> None:
 
 
 from jobs.benchmark_quick import add_quick  # noqa: E402
+from jobs.benchmark_suite import add_suites  # noqa: E402
 from jobs.benchmark_throughput import add_throughput  # noqa: E402
 
-SUBCOMMANDS: List[Callable] = [add_quick, add_generator, add_throughput]
+SUBCOMMANDS: List[Callable] = [add_quick, add_suites, add_generator, add_throughput]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -53,10 +53,8 @@ def _worker_start(config: Dict[str, Any]):
 def classifier_loop(config: Dict[str, Any]) -> None:
     """Proxy or one classifier arm: ``dcls_core.training.fit_classifier`` with the Ray ``Engine``
     as its stepper (the same loop ``dcls augment`` and the benchmarks run in one process)."""
-    from dcls_core import diffusion_augmenter as da
     from dcls_core.classifier import init_head_from_frame
     from dcls_core.config import ClassifierConfig, ModelConfig
-    from dcls_core.importance import normalise_importance
     from dcls_core.models import load_classifier, load_tokenizer
     from dcls_core.training import fit_classifier
 
@@ -74,25 +72,11 @@ def classifier_loop(config: Dict[str, Any]) -> None:
     engine = rt.Engine(model, ray_cfg, lr=ccfg.lr, weight_decay=ccfg.weight_decay, batch_size=ccfg.batch_size)
 
     regenerate: Optional[Callable] = None
-    if config.get("mode") == "reflective":
-        gen_state = da.load_generator_checkpoint(config["generator_checkpoint"], names,
-                                                 bool(config["generator"].get("label_prompt", True)))
-        sources = _frame(config["sources"])
-        rounds = {"n": 0}
+    if config.get("mode") == "reflective":  # this rank's share of the sources, the union gathered
+        from dcls_core.stages import reflective_regenerator
 
-        def regenerate_from(current):
-            # importance from the classifier being trained, this rank's share of the sources
-            rounds["n"] += 1
-            mine = pd.DataFrame.from_records(rt.shard(sources.to_dict("records"), rank, world)) if world > 1 \
-                else sources
-            mine = mine.drop_duplicates("id")
-            raw = da.score_frame(current, tokenizer, mine, max_length)
-            mine = mine.assign(importance=[normalise_importance(v, config["generator"]["importance_norm"])
-                                           for v in raw])
-            fresh = da.generate_for_plan(gen_state, mine, config["generator"], max_length, seed + 1000 * rounds["n"])
-            return _gather_frames(fresh, world).drop_duplicates("id").sort_values("id").reset_index(drop=True)
-
-        regenerate = regenerate_from
+        regenerate = reflective_regenerator(config, tokenizer, shard=lambda rows: rt.shard(rows, rank, world)
+                                            if world > 1 else rows, gather=lambda f: _gather_frames(f, world))
 
     def on_eval(record, _model):
         if rank == 0:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from dcls_core.artifacts import RunFolder
-from dcls_core.config import ConfigError, load_config
+from dcls_core.config import load_config
 from dcls_core.data import load_dataset
 from dcls_core.stages import STAGES, LocalExecutor, run_stages, stage_config
 
@@ -27,7 +27,7 @@ def _run(tmp_path, *overrides, until=None, batch_size=64):
 def _built(out):
     stages = [out[k] for k in ("data", "raw", "importance", "generator", "generation")]
     stages += [out["arms"]["no_augmentation"], out["arms"]["augmented"], out["evaluation"]]
-    return {s.name for s in stages if not s.skipped}
+    return {s.name for s in stages if s is not None and not s.skipped}  # reflective: no generation stage
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,12 @@ def test_stage_keys_leave_out_what_a_stage_never_reads(tmp_path):
     assert stage_config("raw", base) != stage_config("raw", _cfg(tmp_path, "classifier.lr=0.01"))
 
 
-def test_reflective_mode_is_refused_in_process_with_a_clear_message(first, tmp_path):
-    with pytest.raises(ConfigError, match="reflective"):
-        _run(first["root"], "augment.mode=reflective")
+def test_reflective_mode_regenerates_in_process_too(first):
+    """augment.mode=reflective in the LocalExecutor: the augmented fit rescores and regenerates its
+    sources with the classifier being trained (the same regenerator as the Ray Train loop)."""
+    cfg, out = _run(first["root"], "augment.mode=reflective")
+    assert _built(out) == {"augmented", "evaluation"}  # everything up to the generator is reused
+    static = first["out"]["pseudo"]
+    regenerated = out["pseudo"]
+    assert list(regenerated["id"]) == list(static["id"])  # the same plan: one row per planned sample
+    assert (regenerated["text"] != static["text"]).any()  # drawn again (round seeds), from new importance

@@ -1,0 +1,318 @@
+"""``python jobs/benchmark.py <suite>``: the paper's benchmark suites, every method side by side.
+
+A suite (``configs/suite/<name>.yaml``, ``dcls_core.config.SuiteConfig``) is a list of pipeline
+runs: one per (setting, method, seed), each the pipeline's own stages (``dcls_core.stages``) run
+in-process in one Ray task (``suite.cpus_per_run`` CPUs). The runs of a (setting, seed) share one
+locked stage store, so the sampled rows, the raw arm and the no_augmentation arm are computed once
+and every method is scored on exactly the same rows, seeds, step budget and test set; the
+generator warm-up is cached per corpus. Each method reports the classifier its run trains with its
+pseudo samples (``augmented``; ``raw`` for ``augment.method=none``). Peers on the same rows: the
+frozen-encoder probe (from the runs' evaluation) and SetFit (``pip install dcls[peers]``).
+
+Resumable: every finished run is a JSON file under ``<storage_path>/suites/<suite>/runs/`` and is
+never rerun; stopping and starting again goes on with what is missing. Results:
+``benchmarks/results/<suite>.json`` and ``.md`` (mean ± std over seeds, the paper's figures beside)
+and ``benchmarks/results/<suite>.png`` (method x setting).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("benchmark.suite")
+SUITES = ("fewshot", "partial", "domain", "ablation")
+
+
+# --------------------------------------------------------------------------- config
+def load_suite(name_or_file: str, overrides: Sequence[str] = ()):
+    """A suite preset (``configs/suite/<name>.yaml``) or a YAML file, with ``key=value`` overrides;
+    every run's pipeline config is composed here, so a bad setting fails before any compute."""
+    from omegaconf import OmegaConf
+
+    from dcls_core.config import ConfigError, SuiteConfig, configs_dir
+
+    path = Path(name_or_file)
+    if not path.suffix:
+        path = Path(configs_dir()) / "suite" / f"{name_or_file}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (Path(configs_dir()) / "suite").glob("*.yaml"))
+        raise ConfigError(f"suite {name_or_file!r}: no such preset or file (presets: {known})")
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(SuiteConfig), OmegaConf.load(path),
+                               OmegaConf.from_dotlist(list(overrides)))
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's errors name the key
+        raise ConfigError(f"suite {name_or_file!r}: {exc}") from exc
+    suite = OmegaConf.to_object(node)
+    for setting in suite.settings:
+        for method in suite.methods:
+            run_config(suite, setting, method, suite.seeds[0])
+    return suite
+
+
+def run_config(suite, setting: str, method: str, seed: int, storage_path: Optional[str] = None):
+    from dcls_core.config import load_config
+
+    extra = [f"storage_path={storage_path}"] if storage_path else []
+    return load_config(list(suite.overrides) + list(suite.settings[setting]) + list(suite.methods[method])
+                       + [f"seed={seed}"] + extra)
+
+
+def plan(suite) -> List[Dict[str, Any]]:
+    """Every (setting, seed, method) run, a (setting, seed)'s runs together (they share stages)."""
+    return [{"setting": s, "method": m, "seed": seed} for s in suite.settings for seed in suite.seeds
+            for m in suite.methods]
+
+
+def run_file(folder: Path, run: Dict[str, Any]) -> Path:
+    return folder / "runs" / f"{run['setting']}--{run['method']}--s{run['seed']}.json"
+
+
+# --------------------------------------------------------------------------- one run
+def _scores(block: Dict[str, Any]) -> Dict[str, float]:
+    return {"accuracy": float(block["accuracy"]), "macro_f1": float(block["macro_f1"])}
+
+
+def run_one(suite, run: Dict[str, Any], folder: Path, storage_path: str, threads: int = 0) -> Dict[str, Any]:
+    """One pipeline run of the suite, in this process; its record (also written to its run file)."""
+    from dcls_core.artifacts import atomic_write_json, read_json
+    from dcls_core.data import load_dataset
+    from dcls_core.stages import LocalExecutor, run_stages
+    from dcls_core.storage import cache_dir
+    from dcls_core.study import SharedStages
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    start = time.time()
+    cfg = run_config(suite, run["setting"], run["method"], run["seed"], storage_path)
+    bundle = load_dataset(cfg.dataset, cfg.data)
+    store = SharedStages(folder / "stages" / f"{run['setting']}-s{run['seed']}")
+    out = run_stages(cfg, bundle, store, LocalExecutor(cfg, cache_dir(cfg)))
+    metrics = read_json(out["evaluation"].file("metrics.json"))
+    arm = "augmented" if "augmented" in out["arms"] else "raw"
+    gen = read_json(out["generation"].path / "_stage.json")["summary"] if out["generation"] is not None else {}
+    record = {**run, "arm": arm, "test": _scores(metrics[arm]["test"]), "dev": _scores(metrics[arm]["dev"]),
+              "raw_test": _scores(metrics["raw"]["test"]), "probe_test": _scores(metrics["probe"]["test"]),
+              "selected": metrics["selected"]["arm"], "train_rows": len(out["train"]),
+              "test_rows": len(out["test"]), "pseudo_rows": 0 if out["pseudo"] is None else len(out["pseudo"]),
+              "skipped": None if not (gen.get("stats") or {}).get("skipped") else str(gen["stats"]["skipped"]),
+              "built": sorted(name for name in ("data", "raw", "importance", "generator", "generation")
+                              if out[name] is not None and not out[name].skipped),
+              "seconds": round(time.time() - start, 1)}
+    atomic_write_json(run_file(folder, run), record)
+    return record
+
+
+def run_setfit(suite, setting: str, seed: int, folder: Path, storage_path: str) -> Dict[str, Any]:
+    """The SetFit peer on the run's rows (the data stage of its (setting, seed)), capped at the arms'
+    step budget."""
+    from dcls_core.artifacts import atomic_write_json
+    from dcls_core.data import load_dataset
+    from dcls_core.models import resolve_model
+    from jobs.benchmark_quick import run_setfit as setfit
+
+    start = time.time()
+    method = next(iter(suite.methods))
+    cfg = run_config(suite, setting, method, seed, storage_path)
+    bundle = load_dataset(cfg.dataset, cfg.data)
+    steps = suite.setfit_steps or cfg.classifier.steps_for(len(bundle.train))
+    resolved = resolve_model(cfg.model)
+    m = setfit(resolved.weights_source or resolved.tokenizer_source, bundle.train, bundle.test, bundle.vocab.names,
+               seed, steps, 16)  # SetFit's pair batch, as in the quick benchmark
+    record = {"setting": setting, "method": "setfit", "seed": seed, "test": _scores(m), "steps": steps,
+              "seconds": round(time.time() - start, 1)}
+    atomic_write_json(run_file(folder, record), record)
+    return record
+
+
+# --------------------------------------------------------------------------- the suite
+def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0) -> Dict[str, Any]:
+    """Run what is missing (Ray tasks), then write the suite's JSON, Markdown table and plot."""
+    import ray
+
+    from dcls_core.config import RayConfig
+    from jobs.ray_runtime import init_ray
+
+    folder = (Path(storage_path) / "suites" / suite.name).resolve()
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    todo = [r for r in plan(suite) if not run_file(folder, r).exists()]
+    peers = [{"setting": s, "method": "setfit", "seed": seed} for s in suite.settings for seed in suite.seeds
+             if "setfit" in suite.peers]
+    todo_peers = [r for r in peers if not run_file(folder, r).exists()]
+    log.info("suite %s: %d runs (+%d SetFit), %d to do (+%d), stages in %s", suite.name, len(plan(suite)),
+             len(peers), len(todo), len(todo_peers), folder / "stages")
+    start = time.time()
+    if todo or todo_peers:
+        init_ray(RayConfig())
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        at_once = max_parallel or max(1, int(min(os.cpu_count() or 1, cpus) // suite.cpus_per_run))
+        one = ray.remote(num_cpus=suite.cpus_per_run, max_retries=0)(run_one)
+        peer = ray.remote(num_cpus=suite.cpus_per_run, max_retries=0)(run_setfit)
+        threads = max(1, int(suite.cpus_per_run))
+        queue = [("run", r) for r in todo] + [("setfit", r) for r in todo_peers]
+        pending: Dict[Any, Dict[str, Any]] = {}
+        failures: List[str] = []
+        while queue or pending:
+            while queue and len(pending) < at_once:
+                kind, r = queue.pop(0)
+                ref = (one.remote(suite, r, folder, storage_path, threads) if kind == "run"
+                       else peer.remote(suite, r["setting"], r["seed"], folder, storage_path))
+                pending[ref] = r
+            done, _ = ray.wait(list(pending), num_returns=1)
+            r = pending.pop(done[0])
+            try:
+                rec = ray.get(done[0])
+                log.info("suite %s: %s %s seed %d: test %s (%.0fs)", suite.name, r["setting"], r["method"],
+                         r["seed"], {k: round(v, 4) for k, v in rec["test"].items()}, rec["seconds"])
+            except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
+                failures.append(f"{r['setting']} {r['method']} seed {r['seed']}: {exc}")
+                log.error("suite %s: %s", suite.name, failures[-1])
+        if failures:
+            log.error("suite %s: %d run(s) failed (they run again next time): %s", suite.name, len(failures), failures)
+    records = [json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*.json"))]
+    summary = summarise(suite, records)
+    summary["wall_seconds_last_invocation"] = round(time.time() - start, 1)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{suite.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (results_dir / f"{suite.name}.md").write_text(markdown(summary))
+    plot(summary, results_dir / f"{suite.name}.png")
+    return summary
+
+
+def summarise(suite, records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean ± std over seeds per (setting, method); the peers' rows from the same rows."""
+    import numpy as np
+
+    wanted = {(r["setting"], r["method"], r["seed"]) for r in plan(suite)}
+    runs = [r for r in records if (r["setting"], r["method"], r["seed"]) in wanted or r["method"] == "setfit"]
+    rows: List[Dict[str, Any]] = []
+    methods = list(suite.methods) + list(suite.peers)
+    for setting in suite.settings:
+        for method in methods:
+            if method == "probe":  # every run of a (setting, seed) shares the rows: one probe per seed
+                by_seed = {r["seed"]: r["probe_test"] for r in runs if r["setting"] == setting and "probe_test" in r}
+                scores = list(by_seed.values())
+            else:
+                scores = [r["test"] for r in runs if r["setting"] == setting and r["method"] == method]
+            row: Dict[str, Any] = {"setting": setting, "method": method, "n": len(scores)}
+            for metric in ("accuracy", "macro_f1"):
+                vals = np.array([s[metric] for s in scores], float) * 100
+                row[f"{metric}_mean"] = round(float(vals.mean()), 2) if len(vals) else None
+                row[f"{metric}_std"] = round(float(vals.std()), 2) if len(vals) else None
+            skipped = sorted({r["skipped"] for r in runs if r["setting"] == setting and r["method"] == method
+                              and r.get("skipped")})
+            if skipped:
+                row["skipped"] = skipped
+            paper = suite.paper.get(setting, {}).get(method)
+            if paper is not None:
+                row["paper"] = paper
+            rows.append(row)
+    return {"suite": suite.name, "metrics": list(suite.metrics), "seeds": list(suite.seeds),
+            "settings": {k: list(v) for k, v in suite.settings.items()},
+            "methods": {k: list(v) for k, v in suite.methods.items()}, "peers": list(suite.peers),
+            "overrides": list(suite.overrides), "notes": list(suite.notes), "rows": rows,
+            "runs": sorted(runs, key=lambda r: (r["setting"], r["method"], r["seed"]))}
+
+
+def markdown(summary: Dict[str, Any]) -> str:
+    """One table per metric: a row per method, a column per setting (mean ± std over seeds, the
+    paper's figure in brackets where it reports one)."""
+    settings = list(summary["settings"])
+    methods = list(dict.fromkeys(r["method"] for r in summary["rows"]))
+    cell = {(r["setting"], r["method"]): r for r in summary["rows"]}
+    lines = [f"# Suite {summary['suite']}", "",
+             f"Seeds {summary['seeds']}; every method on the same rows, seeds and step budget; "
+             "test scores of the classifier each method trains (mean ± std over seeds, % ; "
+             "[paper]).", ""]
+    for metric in summary["metrics"]:
+        lines += [f"## {metric}", "", "| method | " + " | ".join(settings) + " |",
+                  "|---|" + "---|" * len(settings)]
+        for method in methods:
+            cells = []
+            for s in settings:
+                r = cell.get((s, method))
+                if r is None or r[f"{metric}_mean"] is None:
+                    cells.append("-")
+                    continue
+                text = f"{r[f'{metric}_mean']:.2f} ± {r[f'{metric}_std']:.2f}"
+                if r["n"] < len(summary["seeds"]):
+                    text += f" (n={r['n']})"
+                if "paper" in r and metric == summary["metrics"][0]:
+                    text += f" [{r['paper']:.2f}]"
+                if r.get("skipped"):
+                    text += " (augmenter skipped)"
+                cells.append(text)
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"- {note}" for note in summary["notes"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot(summary: Dict[str, Any], path: Path) -> None:
+    """Grouped bars: the suite's first metric per method, one group per setting (± std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metric = summary["metrics"][0]
+    settings = list(summary["settings"])
+    methods = list(dict.fromkeys(r["method"] for r in summary["rows"]))
+    cell = {(r["setting"], r["method"]): r for r in summary["rows"]}
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(settings) * max(1, len(methods)) * 0.35 + 2), 3.6))
+    for i, method in enumerate(methods):
+        mean = [cell[(s, method)][f"{metric}_mean"] or 0 for s in settings]
+        std = [cell[(s, method)][f"{metric}_std"] or 0 for s in settings]
+        ax.bar(np.arange(len(settings)) + i * width, mean, width, yerr=std, capsize=2, label=method)
+    ax.set_xticks(np.arange(len(settings)) + width * (len(methods) - 1) / 2, settings)
+    ax.set_ylabel(f"test {metric} %")
+    ax.set_title(f"suite {summary['suite']}")
+    ax.legend(fontsize=7, ncol=min(4, len(methods)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- command line
+def run_cli(args: argparse.Namespace) -> None:
+    import sys
+
+    from dcls_core.cli import is_bad_input
+
+    try:
+        suite = load_suite(args.suite, args.set)
+    except Exception as exc:  # noqa: BLE001 - only bad input becomes a message
+        if not is_bad_input(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+    summary = run_suite(suite, args.storage_path, Path(args.results_dir), args.max_parallel)
+    print(markdown(summary))
+
+
+def add_suites(sub) -> None:
+    def common(p):
+        p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="suite overrides, e.g. seeds=[13] 'methods={raw: [augment.method=none]}'")
+        p.add_argument("--storage-path", default=str(REPO / "runs"),
+                       help="where the suite's runs and shared stages live (<storage-path>/suites/<suite>)")
+        p.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))
+        p.add_argument("--max-parallel", type=int, default=0, help="runs at once (0: from the CPUs)")
+        p.set_defaults(func=run_cli)
+
+    for name in SUITES:
+        p = sub.add_parser(name, help=f"the {name} suite (configs/suite/{name}.yaml)")
+        common(p)
+        p.set_defaults(suite=name)
+    p = sub.add_parser("suite", help="any suite: a preset name or a YAML file")
+    p.add_argument("suite", help="configs/suite/<name> or path/to/suite.yaml")
+    common(p)

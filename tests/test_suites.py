@@ -1,0 +1,89 @@
+"""Benchmark suites (jobs/benchmark_suite.py): a tiny suite through real Ray tasks, every method
+on the same rows sharing the (setting, seed)'s stages, resumed without rerunning a finished run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="1")
+ENV.pop("RAY_ADDRESS", None)
+SUITE = {"name": "tiny", "overrides": ["experiment=smoke"], "settings": {"smoke": []},
+         "methods": {"raw": ["augment.method=none"], "aeda": ["augment.method=aeda"],
+                     "diffusion": ["augment.method=diffusion"]},
+         "seeds": [13, 42], "peers": ["probe"], "metrics": ["accuracy", "macro_f1"],
+         "paper": {"smoke": {"diffusion": 50.0}}}
+
+
+def _suite(tmp_path, *extra):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    return subprocess.run([sys.executable, str(REPO / "jobs" / "benchmark.py"), "suite", str(path),
+                           "--storage-path", str(tmp_path / "store"), "--results-dir", str(tmp_path / "results"),
+                           *extra], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    done = _suite(root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return {"root": root, "log": done.stdout + done.stderr,
+            "summary": json.loads((root / "results" / "tiny.json").read_text())}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_every_method_and_peer_has_a_row_over_every_seed(suite):
+    rows = {r["method"]: r for r in suite["summary"]["rows"]}
+    assert list(rows) == ["raw", "aeda", "diffusion", "probe"]
+    for method, row in rows.items():
+        assert row["n"] == 2 and 0 <= row["accuracy_mean"] <= 100, method
+    assert rows["diffusion"]["paper"] == 50.0
+    table = (suite["root"] / "results" / "tiny.md").read_text()
+    assert "| diffusion |" in table and "[50.00]" in table and "## macro_f1" in table
+    assert (suite["root"] / "results" / "tiny.png").stat().st_size > 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_runs_of_a_seed_share_rows_and_stages(suite):
+    runs = [r for r in suite["summary"]["runs"] if r["method"] != "setfit"]
+    for seed in (13, 42):
+        mine = [r for r in runs if r["seed"] == seed]
+        assert len(mine) == 3
+        assert len({r["train_rows"] for r in mine}) == 1 and len({json.dumps(r["raw_test"]) for r in mine}) == 1
+        assert sum("raw" in r["built"] for r in mine) == 1  # one raw arm for every method of the seed
+        stages = suite["root"] / "store" / "suites" / "tiny" / "stages" / f"smoke-s{seed}" / "stages"
+        assert len(list(stages.glob("raw-*"))) == 1 and len(list(stages.glob("generation-*"))) == 2
+    by = {(r["method"], r["seed"]): r for r in runs}
+    assert by[("raw", 13)]["arm"] == "raw" and by[("raw", 13)]["pseudo_rows"] == 0
+    assert by[("aeda", 13)]["arm"] == "augmented" and by[("aeda", 13)]["pseudo_rows"] > 0
+    assert {"importance", "generator"} <= set(by[("diffusion", 13)]["built"])
+    assert "importance" not in by[("aeda", 13)]["built"]  # a baseline reads neither importance nor generator
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_resumed_suite_runs_only_what_is_missing(suite):
+    root = suite["root"]
+    runs = root / "store" / "suites" / "tiny" / "runs"
+    (runs / "smoke--aeda--s42.json").unlink()
+    again = _suite(root)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "1 to do" in again.stderr
+    redone = json.loads((runs / "smoke--aeda--s42.json").read_text())
+    assert redone["built"] == []  # its stages were kept: nothing recomputed
+    assert json.loads((root / "results" / "tiny.json").read_text())["rows"] == suite["summary"]["rows"]
+
+
+def test_a_bad_method_setting_fails_before_any_run(tmp_path):
+    done = _suite(tmp_path, "--set", "methods={raw: [augment.methd=none]}")
+    assert done.returncode == 2 and "augment.methd" in done.stderr
+    assert not (tmp_path / "store").exists()
