@@ -284,6 +284,29 @@ def reflective_regenerator(loop: Dict[str, Any], tokenizer, shard: Callable[[Lis
     return regenerate
 
 
+def generator_start(loop: Dict[str, Any]):
+    """The masked LM a generator fit starts from (both executors): the warm-up's checkpoint
+    (``start_checkpoint``), else the model's own masked LM; its encoder copied from the proxy
+    where ``proxy_checkpoint`` is given (``generator.init_from_proxy`` without a warm-up)."""
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.config import ModelConfig
+    from dcls_core.models import load_masked_lm, load_tokenizer
+
+    if loop.get("start_checkpoint"):
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        model = AutoModelForMaskedLM.from_pretrained(loop["start_checkpoint"], attn_implementation="eager")
+        tok = AutoTokenizer.from_pretrained(loop["start_checkpoint"])
+    else:
+        model_cfg = ModelConfig(**loop["model"])
+        model, tok = load_masked_lm(model_cfg, int(loop["seed"])), load_tokenizer(model_cfg)
+    if loop.get("proxy_checkpoint"):
+        proxy, _ = da.load_classifier_checkpoint(loop["proxy_checkpoint"])
+        copied = da.init_encoder_from(model, proxy)
+        log.info("generator: encoder initialised from the proxy (%d tensors)", copied)
+    return model, tok
+
+
 class LocalExecutor:
     """Every stage's work in this process: batches through the same callables as the actor pools,
     fits through ``dcls_core.training.fit_classifier`` / ``dcls_core.diffusion.train_generator``,
@@ -366,23 +389,11 @@ class LocalExecutor:
 
     def _fit_generator(self, folder: Path, loop: Dict[str, Any]) -> None:
         from dcls_core import diffusion_augmenter as da
-        from dcls_core.config import ModelConfig
         from dcls_core.diffusion import train_generator
-        from dcls_core.models import load_masked_lm, load_tokenizer
         from dcls_core.prompting import prompt_token_ids
 
         gcfg, names, seed = self.cfg.generator, list(loop["label_names"]), int(loop["seed"])
-        if loop.get("start_checkpoint"):
-            from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-            model = AutoModelForMaskedLM.from_pretrained(loop["start_checkpoint"], attn_implementation="eager")
-            tok = AutoTokenizer.from_pretrained(loop["start_checkpoint"])
-        else:
-            model_cfg = ModelConfig(**loop["model"])
-            model, tok = load_masked_lm(model_cfg, seed), load_tokenizer(model_cfg)
-        if loop.get("proxy_checkpoint"):
-            proxy, _ = da.load_classifier_checkpoint(loop["proxy_checkpoint"])
-            da.init_encoder_from(model, proxy)
+        model, tok = generator_start(loop)
         label_ids = prompt_token_ids(tok, model, names, gcfg.label_prompt)
         frame = pd.DataFrame.from_records(loop["train"])
         train_generator(model, tok, frame, list(frame["importance"]), label_ids, gcfg, seed,

@@ -128,27 +128,13 @@ def generator_loop(config: Dict[str, Any]) -> None:
     from torch.utils.data import DataLoader
 
     from dcls_core import diffusion_augmenter as da
-    from dcls_core.config import ModelConfig
     from dcls_core.diffusion import GeneratorCollator, GeneratorDataset, batch_to, diffusion_loss
-    from dcls_core.models import load_masked_lm, load_tokenizer
     from dcls_core.prompting import prompt_token_ids
+    from dcls_core.stages import generator_start
 
     ray_cfg, rank, world, seed, names = _worker_start(config)
     gen_cfg = config["generator"]
-    if config.get("start_checkpoint"):
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-        model = AutoModelForMaskedLM.from_pretrained(config["start_checkpoint"], attn_implementation="eager")
-        tokenizer = AutoTokenizer.from_pretrained(config["start_checkpoint"])
-    else:
-        model_cfg = ModelConfig(**config["model"])
-        model, tokenizer = load_masked_lm(model_cfg, seed), load_tokenizer(model_cfg)
-    if config.get("proxy_checkpoint"):
-        proxy, _ = da.load_classifier_checkpoint(config["proxy_checkpoint"])
-        copied = da.init_encoder_from(model, proxy)
-        if rank == 0:
-            log.info("generator: encoder initialised from the proxy (%d tensors)", copied)
-        del proxy
+    model, tokenizer = generator_start(config)  # the warm-up's masked LM (or the model's own), as in-process
     label_ids = prompt_token_ids(tokenizer, model, names, bool(gen_cfg.get("label_prompt", True)))
     frame = _frame(config["train"])
     rows = rt.shard(list(range(len(frame))), rank, world)
