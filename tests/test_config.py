@@ -27,6 +27,13 @@ def test_preset_listing_sees_every_group():
 
 @pytest.mark.parametrize("group,name", PRESETS, ids=[f"{g}={n}" for g, n in PRESETS])
 def test_every_preset_composes(group, name):
+    if group == "suite":  # a benchmark suite, not a pipeline group: every one of its runs composes
+        from dcls_core.config import SuiteConfig
+        from jobs.benchmark_suite import load_suite
+
+        suite = load_suite(name)
+        assert isinstance(suite, SuiteConfig) and suite.name == name and suite.settings and suite.methods
+        return
     cfg = load_config([f"{group}={name}"])
     assert isinstance(cfg, Config)
     if group == "dataset":  # dataset presets name themselves after their file
