@@ -192,6 +192,8 @@ def test_study_writes_best_preset_and_final_evaluation(study):
     rows = {(r["arm"]): r for r in summary["final"]["rows"]}
     assert set(rows) == {"raw", "defaults", "best"}
     assert all(r["n"] == 1 and 0 <= r["accuracy_mean"] <= 100 for r in rows.values())
+    raw_fit = next((study["folder"] / "shared").glob("*-s13/stages/raw-*/model/fit.json"))
+    assert rows["raw"]["dev_macro_f1_mean"] == round(json.loads(raw_fit.read_text())["best_dev_macro_f1"] * 100, 2)
     assert "DiffusionCLS, tuned" in (study["folder"] / "final.md").read_text()
 
 
