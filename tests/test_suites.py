@@ -17,7 +17,7 @@ ENV.pop("RAY_ADDRESS", None)
 SUITE = {"name": "tiny", "overrides": ["experiment=smoke"], "settings": {"smoke": []},
          "methods": {"raw": ["augment.method=none"], "aeda": ["augment.method=aeda"],
                      "diffusion": ["augment.method=diffusion"]},
-         "seeds": [13, 42], "peers": ["probe"], "metrics": ["accuracy", "macro_f1"],
+         "seeds": [13], "peers": ["probe"], "metrics": ["accuracy", "macro_f1"],
          "paper": {"smoke": {"diffusion": 50.0}}}
 
 
@@ -40,11 +40,11 @@ def suite(tmp_path_factory):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_every_method_and_peer_has_a_row_over_every_seed(suite):
+def test_every_method_and_peer_has_a_row(suite):
     rows = {r["method"]: r for r in suite["summary"]["rows"]}
     assert list(rows) == ["raw", "aeda", "diffusion", "probe"]
     for method, row in rows.items():
-        assert row["n"] == 2 and 0 <= row["accuracy_mean"] <= 100, method
+        assert row["n"] == 1 and 0 <= row["accuracy_mean"] <= 100, method
     assert rows["diffusion"]["paper"] == 50.0
     table = (suite["root"] / "results" / "tiny.md").read_text()
     assert "| diffusion |" in table and "[50.00]" in table and "## macro_f1" in table
@@ -55,7 +55,7 @@ def test_every_method_and_peer_has_a_row_over_every_seed(suite):
 @pytest.mark.slow
 def test_the_runs_of_a_seed_share_rows_and_stages(suite):
     runs = [r for r in suite["summary"]["runs"] if r["method"] != "setfit"]
-    for seed in (13, 42):
+    for seed in (13,):
         mine = [r for r in runs if r["seed"] == seed]
         assert len(mine) == 3
         assert len({r["train_rows"] for r in mine}) == 1 and len({json.dumps(r["raw_test"]) for r in mine}) == 1
@@ -74,11 +74,11 @@ def test_the_runs_of_a_seed_share_rows_and_stages(suite):
 def test_a_resumed_suite_runs_only_what_is_missing(suite):
     root = suite["root"]
     runs = root / "store" / "suites" / "tiny" / "runs"
-    (runs / "smoke--aeda--s42.json").unlink()
+    (runs / "smoke--aeda--s13.json").unlink()
     again = _suite(root)
     assert again.returncode == 0, again.stderr[-4000:]
     assert "1 to do" in again.stderr
-    redone = json.loads((runs / "smoke--aeda--s42.json").read_text())
+    redone = json.loads((runs / "smoke--aeda--s13.json").read_text())
     assert redone["built"] == []  # its stages were kept: nothing recomputed
     assert json.loads((root / "results" / "tiny.json").read_text())["rows"] == suite["summary"]["rows"]
 
