@@ -107,12 +107,6 @@ def run_folder(cfg: Config) -> Path:
     return working_copy(cfg)
 
 
-def cache_dir(cfg: Config) -> Path:
-    from dcls_core import storage
-
-    return storage.cache_dir(cfg)
-
-
 def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
                  data_variant: str = "pipeline") -> Dict[str, Any]:
     """The stages of ``dcls_core.stages`` on Ray (``RayExecutor``) in the run folder, then the report."""
