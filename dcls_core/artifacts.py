@@ -103,6 +103,36 @@ def atomic_write_parquet(path: PathLike, frame) -> Path:
     return path
 
 
+def read_rows(path: PathLike, columns: Optional[list] = None):
+    """A stage's Parquet rows sorted by ``id``: one file, or a folder of parts that Ray Data
+    workers wrote in the order they finished (the sort makes the frame independent of it)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path, columns=columns)
+    if "id" in frame.columns:
+        frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
+    return frame
+
+
+def iter_row_chunks(path: PathLike, rows: int = 4096, columns: Optional[list] = None):
+    """Pandas chunks of at most ``rows`` rows of a Parquet file or folder, read one at a time (the
+    reader never holds more than a chunk)."""
+    import pyarrow.dataset as pads
+
+    for batch in pads.dataset(str(path), format="parquet").to_batches(columns=columns, batch_size=rows):
+        if batch.num_rows:
+            yield batch.to_pandas()
+
+
+def id_counts(path: PathLike, column: str = "id") -> tuple:
+    """(rows, distinct values of ``column``) of a Parquet file or folder, from that column only."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    ids = pads.dataset(str(path), format="parquet").to_table(columns=[column])[column]
+    return len(ids), (pc.count_distinct(ids).as_py() if len(ids) else 0)
+
+
 @contextlib.contextmanager
 def file_lock(path: PathLike) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block: processes

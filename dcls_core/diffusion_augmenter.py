@@ -89,24 +89,52 @@ def score_frame(classifier: nn.Module, tokenizer, frame: pd.DataFrame, max_lengt
 
 
 # --------------------------------------------------------------------------- generation plans
+def plan_spec(frame: Optional[pd.DataFrame], augment_cfg: AugmentConfig, generator_cfg: GeneratorConfig,
+              seed: int) -> Dict[str, Any]:
+    """Which originals get pseudo samples at which steps, in a form each batch of rows applies on
+    its own (:func:`plan_batch`), so a streaming stage never needs the whole set: G/E gives every
+    row the same ``steps`` (n of them, rotating through the group); B/D gives the minority
+    sources' steps by id, drawn from the ids and labels only (``frame`` needs no text)."""
+    from dcls_core.generation import plan_balance
+
+    steps = generator_cfg.group_steps()
+    if augment_cfg.policy != "balance":
+        return {"steps": [int(steps[k % len(steps)]) for k in range(int(augment_cfg.n))]}
+    frame = frame.reset_index(drop=True)
+    by_id: Dict[str, List[int]] = {}
+    for row, step in plan_balance(frame, steps, seed):
+        by_id.setdefault(str(frame["id"][row]), []).append(int(step))
+    return {"steps_by_id": by_id}
+
+
+def planned_count(spec: Mapping[str, Any], rows: int) -> int:
+    """How many pseudo samples ``spec`` asks for from ``rows`` originals."""
+    if "steps_by_id" in spec:
+        return sum(len(v) for v in spec["steps_by_id"].values())
+    return rows * len(spec["steps"])
+
+
+def plan_batch(batch: pd.DataFrame, spec: Mapping[str, Any], importance_norm: Optional[str] = None) -> pd.DataFrame:
+    """The rows of ``batch`` (``id, text, label`` [+ raw ``importance``]) that get pseudo samples,
+    with their ``steps`` and, given ``importance_norm``, normalised importance."""
+    from dcls_core.importance import normalise_importance
+
+    out = batch[[c for c in ("id", "text", "label", "importance") if c in batch.columns]].copy()
+    if "steps_by_id" in spec:
+        out["steps"] = [list(spec["steps_by_id"].get(str(i), [])) for i in out["id"]]
+    else:
+        out["steps"] = [list(spec["steps"]) for _ in range(len(out))]
+    out = out[out["steps"].map(len) > 0].reset_index(drop=True)
+    if importance_norm is not None and "importance" in out.columns:
+        out["importance"] = [normalise_importance(list(v), importance_norm) for v in out["importance"]]
+    return out
+
+
 def plan_sources(train_df: pd.DataFrame, augment_cfg: AugmentConfig, generator_cfg: GeneratorConfig,
                  seed: int) -> pd.DataFrame:
     """One row per original that gets pseudo samples: ``id, text, label, steps`` (list of ints)."""
-    from dcls_core.generation import plan_balance, plan_per_sample
-
-    steps = generator_cfg.group_steps()
     frame = train_df.reset_index(drop=True)
-    if augment_cfg.policy == "balance":
-        plan = plan_balance(frame, steps, seed)
-    else:
-        plan = plan_per_sample(frame, augment_cfg.n, steps)
-    per_row: Dict[int, List[int]] = {}
-    for row, step in plan:
-        per_row.setdefault(int(row), []).append(int(step))
-    rows = sorted(per_row)
-    out = frame.iloc[rows][["id", "text", "label"]].copy().reset_index(drop=True)
-    out["steps"] = [per_row[r] for r in rows]
-    return out
+    return plan_batch(frame[["id", "text", "label"]], plan_spec(frame, augment_cfg, generator_cfg, seed))
 
 
 def drop_empty_pseudo(pseudo: Optional[pd.DataFrame]):

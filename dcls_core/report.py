@@ -8,8 +8,6 @@ pseudo samples per label beside their originals, rebuilt words marked **bold**.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 

@@ -134,15 +134,17 @@ class RowCountError(RuntimeError):
     """A batch stage lost or duplicated rows."""
 
 
-def check_ids(out: pd.DataFrame, expected: Sequence[str], id_column: str, name: str) -> None:
-    """A batch stage's output holds each expected id exactly once (a retried batch adds no rows)."""
-    got = out[id_column].astype(str)
-    dup = got[got.duplicated()].unique().tolist()
-    missing = sorted(set(map(str, expected)) - set(got))
-    extra = sorted(set(got) - set(map(str, expected)))
-    if dup or missing or extra:
-        raise RowCountError(f"{name}: {len(missing)} missing, {len(dup)} duplicated, {len(extra)} unexpected ids "
-                            f"(e.g. missing {missing[:3]}, duplicated {dup[:3]})")
+def check_rows(path: Path, expected: Optional[int], name: str, id_column: str = "id") -> None:
+    """A batch stage wrote each of its ``expected`` rows exactly once (a retried batch adds none;
+    ``expected`` None: a filtering stage, whose ids must only be distinct), read from the id column
+    of its output only."""
+    from dcls_core.artifacts import id_counts
+
+    if expected is None and not Path(path).exists():  # a filter that kept nothing (Ray writes no part)
+        return
+    rows, distinct = id_counts(path, id_column)
+    if (expected is not None and rows != expected) or distinct != rows:
+        raise RowCountError(f"{name}: wrote {rows} rows ({rows - distinct} duplicated ids), expected {expected}")
 
 
 class FaultInjector:
@@ -210,9 +212,10 @@ class PseudoSampleGenerator:
     """
 
     def __init__(self, checkpoint: str, generator_cfg: Dict[str, Any], label_names: Sequence[str],
-                 max_length: int, seed: int, threads: int = 0, fault_after: int = 0,
-                 fault_marker: Optional[str] = None):
+                 max_length: int, seed: int, plan: Optional[Dict[str, Any]] = None, threads: int = 0,
+                 fault_after: int = 0, fault_marker: Optional[str] = None):
         _set_threads(threads)
+        self.plan = plan  # diffusion_augmenter.plan_spec: rows arrive scored, not yet planned
         from dcls_core import diffusion_augmenter as da
 
         self.state = da.load_generator_checkpoint(checkpoint, label_names,
@@ -227,16 +230,117 @@ class PseudoSampleGenerator:
         from dcls_core import diffusion_augmenter as da
 
         self.fault.tick()
+        if self.plan is not None:
+            batch = da.plan_batch(batch, self.plan, self.generator_cfg.get("importance_norm"))
+            if batch.empty:  # e.g. B/D: a batch of majority-class rows
+                from dcls_core.augment import empty_pseudo_frame
+
+                return empty_pseudo_frame()
         return da.generate_for_plan(self.state, batch, self.generator_cfg, self.max_length, self.seed)
 
 
+class PseudoFinisher:
+    """Generated rows -> the pseudo samples a fit sees: empty samples dropped (a source the tokenizer
+    cut to nothing) and, given a ``judge`` checkpoint (``augment.min_confidence``), the rows it finds
+    unlikely (with their ``consistency``)."""
+
+    def __init__(self, label_names: Sequence[str], max_length: int, judge: Optional[str] = None,
+                 min_confidence: Optional[float] = None, threads: int = 0, fault_after: int = 0,
+                 fault_marker: Optional[str] = None):
+        _set_threads(threads)
+        from dcls_core import diffusion_augmenter as da
+
+        self.names, self.max_length, self.min_confidence = list(label_names), int(max_length), min_confidence
+        self.judge = None
+        if judge is not None and min_confidence is not None:
+            model, tok = da.load_classifier_checkpoint(judge)
+            self.judge = (_to_device(model), tok)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        from dcls_core import diffusion_augmenter as da
+
+        rows, _ = da.drop_empty_pseudo(batch)
+        if self.judge is not None and len(rows):
+            from dcls_core.diagnostics import filter_by_confidence
+            from dcls_core.training import predict
+
+            _, probs = predict(self.judge[0], rows, self.judge[1], self.names, self.max_length)
+            rows, _ = filter_by_confidence(rows, probs, self.names, self.min_confidence)
+        return rows.reset_index(drop=True)
+
+
+def finish_pseudo(executor, stage_dir: Path, generated: Path, judge: Path, names, cfg: Config,
+                  generated_rows: int) -> Dict[str, Any]:
+    """The stage's ``pseudo.parquet`` from its ``generated`` rows (:class:`PseudoFinisher`, where the
+    executor runs batches), the generated rows removed; its summary."""
+    import shutil
+
+    from dcls_core.artifacts import id_counts
+
+    out = Path(stage_dir) / "pseudo.parquet"
+    if generated_rows:
+        executor.map(stage_dir, "finish", generated, None, PseudoFinisher,
+                     {"label_names": list(names), "max_length": cfg.data.max_length, "judge": str(judge),
+                      "min_confidence": cfg.augment.min_confidence}, out, expected_rows=None)
+    if Path(generated).is_dir():
+        shutil.rmtree(generated)
+    else:
+        Path(generated).unlink(missing_ok=True)
+    rows = id_counts(out)[0] if out.exists() else 0
+    if rows == 0:  # nothing left: a readable zero-row file with the pseudo schema
+        from dcls_core.augment import empty_pseudo_frame
+
+        if out.is_dir():
+            shutil.rmtree(out)
+        atomic_write_parquet(out, empty_pseudo_frame())
+    key = "dropped_empty" if cfg.augment.min_confidence is None else "dropped_empty_or_low_confidence"
+    return {"rows": rows, key: generated_rows - rows}
+
+
+def score_importance(executor, stage_dir: Path, rows_path: Path, proxy: Path, max_length: int, rows: int) -> int:
+    """The importance stage's work: ``rows_path``'s rows scored by the ``proxy`` checkpoint (Eq. 1)
+    into ``stage_dir/importance.parquet`` (id, text, label, raw importance), where the executor runs
+    batches; returns the rows written (checked against ``rows``)."""
+    return executor.map(stage_dir, "importance", rows_path, ("id", "text", "label"), ImportanceScorer,
+                        {"checkpoint": str(proxy), "max_length": int(max_length)},
+                        Path(stage_dir) / "importance.parquet", expected_rows=rows)
+
+
+def generate_pseudo(executor, stage_dir: Path, scored: Path, generator: Path, judge: Path, names, cfg: Config,
+                    plan: Dict[str, Any], expected: int) -> Dict[str, Any]:
+    """The generation stage's work: pseudo samples of the ``scored`` rows by the ``generator``
+    checkpoint, each batch planning its own (``plan``: ``diffusion_augmenter.plan_spec``), then
+    finished (:func:`finish_pseudo`) into ``stage_dir/pseudo.parquet``; its summary."""
+    stage_dir = Path(stage_dir)
+    sources = len(plan["steps_by_id"]) if "steps_by_id" in plan else (expected and expected // len(plan["steps"]))
+    if expected:
+        executor.map(stage_dir, "generation", scored, ("id", "text", "label", "importance"), PseudoSampleGenerator,
+                     {"checkpoint": str(generator), "generator_cfg": dataclasses.asdict(cfg.generator),
+                      "label_names": list(names), "max_length": cfg.data.max_length, "seed": cfg.seed, "plan": plan},
+                     stage_dir / "generated", expected_rows=expected)
+    summary = {"sources": sources, **executor.notes(stage_dir, "generation")}
+    summary.update(finish_pseudo(executor, stage_dir, stage_dir / "generated", judge, names, cfg, expected))
+    return summary
+
+
 # --------------------------------------------------------------------------- the in-process executor
-def classifier_loop_config(cfg: Config, names: Sequence[str], train: pd.DataFrame, dev: pd.DataFrame,
+def classifier_loop_config(cfg: Config, names: Sequence[str], datasets: Dict[str, Any],
                            recipe: ClassifierConfig) -> Dict[str, Any]:
-    """What a classifier fit (proxy or arm) reads, in the form the Ray Train loop receives it."""
+    """What a classifier fit (proxy or arm) reads, in the form the Ray Train loop receives it. Its
+    rows are not in it: ``datasets`` names the Parquet of each (``train``, ``dev``, ``pseudo``),
+    which Ray Train hands its workers as Ray Data datasets (``get_dataset_shard``) and the local
+    executor reads itself."""
     return {"model": dataclasses.asdict(cfg.model), "label_names": list(names), "seed": cfg.seed,
-            "train": train.to_dict("records"), "dev": None if dev is None else dev.to_dict("records"),
+            "datasets": {k: str(v) for k, v in datasets.items() if v is not None},
             "max_length": cfg.data.max_length, "classifier": dataclasses.asdict(recipe), "mode": "static"}
+
+
+def loop_frame(loop: Dict[str, Any], name: str) -> Optional[pd.DataFrame]:
+    """The rows of dataset ``name`` of a loop config (None if it has none), sorted by id."""
+    from dcls_core.artifacts import read_rows
+
+    path = loop.get("datasets", {}).get(name)
+    return None if path is None else read_rows(path)
 
 
 def warmup_texts(cfg: Config, train: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFrame) -> List[str]:
@@ -284,6 +388,16 @@ def reflective_regenerator(loop: Dict[str, Any], tokenizer, shard: Callable[[Lis
     return regenerate
 
 
+def generator_rows(loop: Dict[str, Any], frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """A generator fit's rows: the importance stage's scored rows, importance normalised
+    (``generator.importance_norm``). ``frame``: the rows when the caller read them itself."""
+    from dcls_core.importance import normalise_importance
+
+    frame = loop_frame(loop, "train") if frame is None else frame.sort_values("id", kind="stable")
+    norm = loop["generator"]["importance_norm"]
+    return frame.assign(importance=[normalise_importance(list(v), norm) for v in frame["importance"]])
+
+
 def generator_start(loop: Dict[str, Any]):
     """The masked LM a generator fit starts from (both executors): the warm-up's checkpoint
     (``start_checkpoint``), else the model's own masked LM; its encoder copied from the proxy
@@ -322,15 +436,20 @@ class LocalExecutor:
         self.batch_size = int(batch_size)
         self.on_eval = on_eval
 
-    def map(self, stage_dir: Path, name: str, frame: pd.DataFrame, fn_cls: type, kwargs: Dict[str, Any],
-            expect_ids: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    def map(self, stage_dir: Path, name: str, source: Path, columns: Sequence[str], fn_cls: type,
+            kwargs: Dict[str, Any], out: Path, expected_rows: int) -> int:
+        """Batch stage: the ``columns`` (None: all) of Parquet ``source`` through ``fn_cls`` in
+        batches, to ``out`` (one Parquet file); the rows written, checked against ``expected_rows``
+        (None: a filter, ids only distinct)."""
+        from dcls_core.artifacts import read_rows
+
         fn = fn_cls(**kwargs)
-        frame = frame.reset_index(drop=True)
+        frame = read_rows(source, list(columns) if columns else None)
         parts = [fn(frame.iloc[i:i + self.batch_size]) for i in range(0, len(frame), self.batch_size)]
-        out = pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
-        out = out.sort_values("id", kind="stable").reset_index(drop=True)
-        check_ids(out, list(frame["id"]) if expect_ids is None else list(expect_ids), "id", name)
-        return out
+        rows = pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
+        atomic_write_parquet(out, rows.sort_values("id", kind="stable").reset_index(drop=True))
+        check_rows(out, expected_rows, name)
+        return len(rows)
 
     def notes(self, stage_dir: Path, name: str) -> Dict[str, Any]:
         """What the executor adds to a batch stage's summary (the Ray one: whether an actor was killed)."""
@@ -370,11 +489,10 @@ class LocalExecutor:
         model_cfg = ModelConfig(**loop["model"])
         tok = load_tokenizer(model_cfg)
         model = load_classifier(model_cfg, len(names), seed)
-        frame = lambda records: None if records is None else pd.DataFrame.from_records(records)  # noqa: E731
         on_eval = None if self.on_eval is None else (lambda record, _model: self.on_eval(record))
         mode = loop.get("mode", "static")
-        res = fit_classifier(model, tok, frame(loop["train"]), frame(loop.get("dev")), names,
-                             ClassifierConfig(**loop["classifier"]), ml, seed, pseudo_df=frame(loop.get("pseudo")),
+        res = fit_classifier(model, tok, loop_frame(loop, "train"), loop_frame(loop, "dev"), names,
+                             ClassifierConfig(**loop["classifier"]), ml, seed, pseudo_df=loop_frame(loop, "pseudo"),
                              mode=mode, regenerate=reflective_regenerator(loop, tok) if mode == "reflective" else None,
                              regenerate_every=int(loop.get("regenerate_every", 1)), on_eval=on_eval)
         res.model.save_pretrained(folder, label_names=names)
@@ -395,26 +513,21 @@ class LocalExecutor:
         gcfg, names, seed = self.cfg.generator, list(loop["label_names"]), int(loop["seed"])
         model, tok = generator_start(loop)
         label_ids = prompt_token_ids(tok, model, names, gcfg.label_prompt)
-        frame = pd.DataFrame.from_records(loop["train"])
+        frame = generator_rows(loop)
         train_generator(model, tok, frame, list(frame["importance"]), label_ids, gcfg, seed,
                         max_length=int(loop["max_length"]))
         da.save_checkpoint(model, tok, folder)
 
 
 # --------------------------------------------------------------------------- the stages
-def judge_filter(rows: pd.DataFrame, judge: Path, names, cfg: Config, summary: Dict[str, Any]) -> pd.DataFrame:
-    """``augment.min_confidence``: drop pseudo rows the judge (the proxy or raw arm) finds unlikely."""
-    if cfg.augment.min_confidence is None or not len(rows):
-        return rows
-    from dcls_core import diffusion_augmenter as da
-    from dcls_core.diagnostics import filter_by_confidence
-    from dcls_core.training import predict
+def load_pseudo(out: Dict[str, Any]) -> Optional[pd.DataFrame]:
+    """The pseudo samples of a :func:`run_stages` result, sorted by id (None without augmentation),
+    read on first use: a run that only generates them never holds them in memory."""
+    from dcls_core.artifacts import read_rows
 
-    model, tok = da.load_classifier_checkpoint(judge)
-    _, probs = predict(model, rows, tok, names, cfg.data.max_length)
-    rows, dropped = filter_by_confidence(rows, probs, names, cfg.augment.min_confidence)
-    summary.update({"dropped_low_confidence": dropped, "rows": len(rows)})
-    return rows
+    if "pseudo" not in out:
+        out["pseudo"] = None if out.get("pseudo_path") is None else read_rows(out["pseudo_path"])
+    return out["pseudo"]
 
 
 def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None,
@@ -423,10 +536,12 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
 
     ``until="generation"``: stop once the pseudo samples exist (``dcls augment``, Tune trials).
     Returns the stage outputs (``data``, ``raw``, ``proxy``, ``importance``, ``generator``,
-    ``generation``, ``arms``: {arm: output}, ``evaluation``), the frames ``train``/``dev``/``test``/
-    ``pseudo`` and ``consistency_model`` (the checkpoint that judges the pseudo samples)."""
+    ``generation``, ``arms``: {arm: output}, ``evaluation``), the frames ``train``/``dev``/``test``,
+    ``pseudo_path`` (the pseudo samples' Parquet, read by :func:`load_pseudo`) and
+    ``consistency_model`` (the checkpoint that judges the pseudo samples). Batch stages stream from
+    one stage's Parquet to the next (the executor decides where): the driver holds neither token
+    importance nor pseudo samples."""
     from dcls_core import diffusion_augmenter as da
-    from dcls_core.importance import normalise_importance
 
     names, ml, ccfg, method = bundle.vocab.names, cfg.data.max_length, cfg.classifier, cfg.augment.method
     augmenting = method != "none" and (cfg.augment.n > 0 or cfg.augment.policy == "balance")
@@ -440,34 +555,31 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
 
     data = store.stage("data", [], dict(stage_config("data", cfg), variant=data_variant), data_fn)
     train, dev, test = (pd.read_parquet(data.file(f"{s}.parquet")) for s in ("train", "dev", "test"))
-    out: Dict[str, Any] = {"data": data, "train": train, "dev": dev, "test": test, "pseudo": None,
+    out: Dict[str, Any] = {"data": data, "train": train, "dev": dev, "test": test, "pseudo_path": None,
                            "consistency_model": None, "proxy": None, "importance": None, "generator": None,
                            "generation": None}
 
-    def fit(name: str, inputs, recipe: ClassifierConfig, key: Dict[str, Any], **extra):
-        loop = dict(classifier_loop_config(cfg, names, train, dev, recipe), **extra)
+    splits = {"train": data.file("train.parquet"), "dev": data.file("dev.parquet")}
+
+    def fit(name: str, inputs, recipe: ClassifierConfig, key: Dict[str, Any], pseudo: Optional[Path] = None, **extra):
+        loop = dict(classifier_loop_config(cfg, names, dict(splits, pseudo=pseudo), recipe), **extra)
         return store.stage(name, inputs, key, lambda d: executor.fit(d, name, loop))
 
     raw = fit("raw", [data], raw_recipe(ccfg), stage_config("raw", cfg))
     out["raw"] = raw
     generation_inputs: List[Any] = []
-    sources = generator = None
+    generator = None
     if augmenting and method == "diffusion":
         proxy = raw if not ccfg.separate_proxy else fit("proxy", [data], proxy_recipe(ccfg), stage_config("proxy", cfg))
         out["proxy"] = proxy
         out["consistency_model"] = proxy.file("model")
 
-        def importance_fn(d: Path):  # Eq. 1, from the proxy
-            scored = executor.map(d, "importance", train[["id", "text", "label"]], ImportanceScorer,
-                                  {"checkpoint": str(proxy.file("model")), "max_length": ml})
-            atomic_write_parquet(d / "importance.parquet", scored[["id", "importance"]])
-            return {"rows": len(scored), **executor.notes(d, "importance")}
+        def importance_fn(d: Path):  # Eq. 1, from the proxy: the scored rows (id, text, label, importance)
+            rows = score_importance(executor, d, data.file("train.parquet"), proxy.file("model"), ml, len(train))
+            return {"rows": rows, **executor.notes(d, "importance")}
 
         importance = store.stage("importance", [data, proxy], stage_config("importance", cfg), importance_fn)
         out["importance"] = importance
-        imp = pd.read_parquet(importance.file("importance.parquet"))
-        imp_by_id = {i: normalise_importance(list(v), cfg.generator.importance_norm)
-                     for i, v in zip(imp["id"], imp["importance"])}
 
         def generator_fn(d: Path):  # the cached warm-up, then diffusion training on the few labelled rows
             warm = executor.warmup(train, dev, test)
@@ -476,38 +588,26 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
                     "min_steps": cfg.generator.min_steps, "max_length": ml, "start_checkpoint": warm.get("path"),
                     "proxy_checkpoint": str(proxy.file("model")) if (
                         cfg.generator.init_from_proxy and warm.get("skipped")) else None,
-                    "train": train.assign(importance=[imp_by_id[i] for i in train["id"]]).to_dict("records")}
+                    "datasets": {"train": str(importance.file("importance.parquet"))}}
             stats = executor.fit(d, "generator", loop)
             stats["warmup"] = {k: warm.get(k) for k in ("skipped", "cached", "key", "steps", "seconds")}
             return stats
 
         generator = store.stage("generator", [data, proxy, importance], stage_config("generator", cfg), generator_fn)
         out["generator"] = generator
-        sources = da.plan_sources(train, cfg.augment, cfg.generator, cfg.seed)
-        sources["importance"] = [imp_by_id[i] for i in sources["id"]]
         generation_inputs = [data, importance, generator]
         if cfg.augment.mode == "static":
-            def generation_fn(d: Path):
-                from dcls_core.augment import empty_pseudo_frame
+            # each batch of scored rows plans its own pseudo samples (plan_spec): nothing is gathered here
+            plan = da.plan_spec(train[["id", "label"]], cfg.augment, cfg.generator, cfg.seed)
 
-                if sources.empty:  # e.g. policy=balance on balanced data: nothing to generate
-                    atomic_write_parquet(d / "pseudo.parquet", empty_pseudo_frame())
-                    return {"rows": 0, "sources": 0, **executor.notes(d, "generation")}
-                rows = executor.map(d, "generation", sources, PseudoSampleGenerator,
-                                    {"checkpoint": str(generator.file("model")),
-                                     "generator_cfg": dataclasses.asdict(cfg.generator), "label_names": list(names),
-                                     "max_length": ml, "seed": cfg.seed},
-                                    expect_ids=da.expected_pseudo_ids(sources))
-                rows, empty = da.drop_empty_pseudo(rows)
-                summary = {"rows": len(rows), "sources": len(sources), "dropped_empty": empty,
-                           **executor.notes(d, "generation")}
-                rows = judge_filter(rows, proxy.file("model"), names, cfg, summary)  # the proxy judges
-                atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
-                return summary
+            def generation_fn(d: Path):
+                expected = da.planned_count(plan, len(train))
+                return generate_pseudo(executor, d, importance.file("importance.parquet"), generator.file("model"),
+                                       proxy.file("model"), names, cfg, plan, expected)
 
             inputs = generation_inputs + ([proxy] if cfg.augment.min_confidence is not None else [])
             generation = store.stage("generation", inputs, stage_config("generation", cfg), generation_fn)
-            out["generation"], out["pseudo"] = generation, pd.read_parquet(generation.file("pseudo.parquet"))
+            out["generation"], out["pseudo_path"] = generation, generation.file("pseudo.parquet")
             generation_inputs = [data, generation]
     elif augmenting:  # a baseline: no importance, no generator; the raw arm judges its pseudo samples
         out["consistency_model"] = raw.file("model")
@@ -517,15 +617,14 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
 
             warm = executor.warmup(train, dev, test) if uses_masked_lm(method) else {}
             rows, stats = executor.augment(train, dev, test, names, warm.get("path"))
-            rows, empty = da.drop_empty_pseudo(rows)
-            summary = {"rows": len(rows), "method": method, "stats": stats, "empty_dropped": empty}
-            rows = judge_filter(rows, raw.file("model"), names, cfg, summary)
-            atomic_write_parquet(d / "pseudo.parquet", rows.reset_index(drop=True))
+            atomic_write_parquet(d / "generated.parquet", rows.reset_index(drop=True))
+            summary = {"method": method, "stats": stats}
+            summary.update(finish_pseudo(executor, d, d / "generated.parquet", raw.file("model"), names, cfg, len(rows)))
             return summary
 
         inputs = [data] + ([raw] if cfg.augment.min_confidence is not None else [])
         generation = store.stage("generation", inputs, stage_config("generation", cfg), baseline_fn)
-        out["generation"], out["pseudo"] = generation, pd.read_parquet(generation.file("pseudo.parquet"))
+        out["generation"], out["pseudo_path"] = generation, generation.file("pseudo.parquet")
         generation_inputs = [data, generation]
     if until == "generation":
         return out
@@ -535,16 +634,16 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
     arms["no_augmentation"] = raw if ccfg.alpha == 0 else fit(
         "no_augmentation", [data], arm_recipe(ccfg, "no_augmentation"), stage_config("no_augmentation", cfg))
     if augmenting:
-        extra: Dict[str, Any] = {"pseudo": None if out["pseudo"] is None else out["pseudo"].to_dict("records")}
+        extra: Dict[str, Any] = {}
         if cfg.augment.mode == "reflective":
+            sources = da.plan_sources(train, cfg.augment, cfg.generator, cfg.seed)
             extra = {"mode": "reflective", "regenerate_every": cfg.augment.regenerate_every,
                      "generator_checkpoint": str(generator.file("model")),
-                     "generator": dataclasses.asdict(cfg.generator),
-                     "sources": sources.drop(columns=["importance"]).to_dict("records")}
+                     "generator": dataclasses.asdict(cfg.generator), "sources": sources.to_dict("records")}
         arms["augmented"] = fit("augmented", generation_inputs, arm_recipe(ccfg, "augmented"),
-                                stage_config("augmented", cfg), **extra)
-        if cfg.augment.mode == "reflective":
-            out["pseudo"] = pd.read_parquet(arms["augmented"].file("model") / "pseudo.parquet")
+                                stage_config("augmented", cfg), pseudo=out["pseudo_path"] if not extra else None, **extra)
+        if cfg.augment.mode == "reflective":  # the last regenerated set
+            out["pseudo_path"] = arms["augmented"].file("model") / "pseudo.parquet"
     out["arms"] = arms
     out["evaluation"] = store.stage("evaluation", list(dict.fromkeys(arms.values())), stage_config("evaluation", cfg),
                                     lambda d: evaluate_arms(d, cfg, names, out))
@@ -561,7 +660,7 @@ def evaluate_arms(folder: Path, cfg: Config, names: Sequence[str], out: Dict[str
     from dcls_core.training import evaluate
 
     ml, ccfg = cfg.data.max_length, cfg.classifier
-    train, dev, test, pseudo = out["train"], out["dev"], out["test"], out["pseudo"]
+    train, dev, test, pseudo = out["train"], out["dev"], out["test"], load_pseudo(out)
     splits = [(split, frame) for split, frame in (("dev", dev), ("test", test)) if len(frame)]
     metrics: Dict[str, Any] = {"best_step": {}}
     for arm, stage in out["arms"].items():

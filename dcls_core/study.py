@@ -90,11 +90,11 @@ class SharedStages:
         """The pipeline's stages up to ``generation`` (``dcls_core.stages.run_stages``), in this
         process: ``{"pseudo": frame, "proxy": folder, "proxy_dev": metrics, "stages": {name: built|reused}}``."""
         from dcls_core.artifacts import read_json
-        from dcls_core.stages import LocalExecutor, run_stages
+        from dcls_core.stages import LocalExecutor, load_pseudo, run_stages
 
         out = run_stages(cfg, bundle, self, LocalExecutor(cfg, cache_dir), until="generation", data_variant="study")
         fit = read_json(out["proxy"].file("model") / "fit.json")
-        return {"pseudo": out["pseudo"], "proxy": out["proxy"].file("model"),
+        return {"pseudo": load_pseudo(out), "proxy": out["proxy"].file("model"),
                 "proxy_dev": {"accuracy": fit["best_dev_accuracy"], "macro_f1": fit["best_dev_macro_f1"]},
                 "stages": {role: "reused" if out[role].skipped else "built"
                            for role in ("data", "proxy", "importance", "generator", "generation")},

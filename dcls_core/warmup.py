@@ -41,7 +41,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
 

@@ -161,7 +161,6 @@ def run_generator(args: argparse.Namespace) -> None:
     out_path = Path(args.out)
     cache_dir = Path(args.cache_dir)
     model_cfg = ModelConfig(name=args.model)
-    base = load_config([f"dataset={args.datasets[0]}"])
     for name in args.datasets:
         if name not in GENERATOR_DATASETS:
             raise SystemExit(f"no generator benchmark settings for dataset {name!r} ({list(GENERATOR_DATASETS)})")

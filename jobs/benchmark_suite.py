@@ -80,7 +80,7 @@ def _scores(block: Dict[str, Any]) -> Dict[str, float]:
 
 def run_one(suite, run: Dict[str, Any], folder: Path, storage_path: str, threads: int = 0) -> Dict[str, Any]:
     """One pipeline run of the suite, in this process; its record (also written to its run file)."""
-    from dcls_core.artifacts import atomic_write_json, read_json
+    from dcls_core.artifacts import atomic_write_json, id_counts, read_json
     from dcls_core.data import load_dataset
     from dcls_core.stages import LocalExecutor, run_stages
     from dcls_core.storage import cache_dir
@@ -101,7 +101,7 @@ def run_one(suite, run: Dict[str, Any], folder: Path, storage_path: str, threads
     record = {**run, "arm": arm, "test": _scores(metrics[arm]["test"]), "dev": _scores(metrics[arm]["dev"]),
               "raw_test": _scores(metrics["raw"]["test"]), "probe_test": _scores(metrics["probe"]["test"]),
               "selected": metrics["selected"]["arm"], "train_rows": len(out["train"]),
-              "test_rows": len(out["test"]), "pseudo_rows": 0 if out["pseudo"] is None else len(out["pseudo"]),
+              "test_rows": len(out["test"]), "pseudo_rows": 0 if out["pseudo_path"] is None else id_counts(out["pseudo_path"])[0],
               "skipped": None if not (gen.get("stats") or {}).get("skipped") else str(gen["stats"]["skipped"]),
               "built": sorted(name for name in ("data", "raw", "importance", "generator", "generation")
                               if out[name] is not None and not out[name].skipped),

@@ -160,6 +160,145 @@ def measure_peer(texts: List[str], max_length: int, repeats: int, model: str = "
     return {"texts": len(texts), "seconds": round(seconds, 2), "texts_per_s": round(len(texts) / seconds, 1)}
 
 
+class PeakMemory:
+    """Peak resident memory (MiB) of this process (``driver``) and of the largest of its Ray worker
+    processes (``worker``: actors and tasks, ``ray::`` processes), sampled every ``every`` seconds
+    while the ``with`` block runs; ``driver_start``: this process at entry."""
+
+    def __init__(self, every: float = 0.05):
+        self.every = every
+        self.driver = self.worker = self.driver_start = 0.0
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        self.driver = max(self.driver, me.memory_info().rss / 2 ** 20)
+        for child in me.children(recursive=True):
+            try:
+                if child.cmdline()[:1] and child.cmdline()[0].startswith("ray::"):
+                    self.worker = max(self.worker, child.memory_info().rss / 2 ** 20)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+                continue
+
+    def __enter__(self) -> "PeakMemory":
+        import threading
+
+        import psutil
+
+        self.driver_start = psutil.Process().memory_info().rss / 2 ** 20
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.is_set():
+                self._sample()
+                self._stop.wait(self.every)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def stage_checkpoints(model: str, names: List[str], folder: Path) -> Dict[str, str]:
+    """A classifier (the proxy for importance) and a masked LM (the generator) of ``model``, saved
+    as the stages save theirs (fresh heads: the weights do not change the cost)."""
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.config import ModelConfig
+    from dcls_core.models import load_classifier, load_masked_lm, load_tokenizer
+    from dcls_core.prompting import add_label_tokens
+
+    model_cfg = ModelConfig(name=model)
+    tok = load_tokenizer(model_cfg)
+    clf = load_classifier(model_cfg, len(names), seed=0)
+    clf.save_pretrained(folder / "proxy", label_names=names)
+    tok.save_pretrained(str(folder / "proxy"))
+    mlm = load_masked_lm(model_cfg, seed=0)
+    add_label_tokens(tok, mlm, names)
+    da.save_checkpoint(mlm, tok, folder / "generator")
+    return {"proxy": str(folder / "proxy"), "generator": str(folder / "generator")}
+
+
+def stream_stages(rows_path: Path, work: Path, checkpoints: Dict[str, str], names: List[str], cfg) -> Dict[str, Any]:
+    """The pipeline's batch stages (``dcls_core.stages.score_importance`` then ``generate_pseudo``)
+    over the Parquet ``rows_path`` with the Ray executor, as a pipeline run does: counts and
+    seconds. The driver reads only the row count and ids' counts."""
+    import pyarrow.parquet as pq
+
+    from dcls_core import diffusion_augmenter as da
+    from dcls_core.stages import generate_pseudo, score_importance
+    from jobs.ray_executor import RayExecutor
+
+    executor = RayExecutor(cfg)
+    rows = pq.ParquetFile(str(rows_path)).metadata.num_rows
+    start = time.perf_counter()
+    (work / "importance").mkdir(parents=True, exist_ok=True)
+    scored = score_importance(executor, work / "importance", rows_path, Path(checkpoints["proxy"]),
+                              cfg.data.max_length, rows)
+    mid = time.perf_counter()
+    plan = da.plan_spec(None, cfg.augment, cfg.generator, cfg.seed)  # G/E: the same steps for every row
+    summary = generate_pseudo(executor, work / "generation", work / "importance" / "importance.parquet",
+                              Path(checkpoints["generator"]), Path(checkpoints["proxy"]), names, cfg, plan,
+                              da.planned_count(plan, rows))
+    end = time.perf_counter()
+    return {"rows": rows, "scored": scored, "pseudo_rows": summary["rows"], "summary": summary,
+            "importance_seconds": round(mid - start, 2), "generation_seconds": round(end - mid, 2)}
+
+
+def _scale_one(rows_path: str, work: str, checkpoints: Dict[str, str], names: List[str], overrides: List[str],
+               queue) -> None:
+    """One corpus size in a fresh process (spawned): its own Ray, its own peak memory."""
+    from dcls_core.config import load_config
+    from jobs.ray_runtime import init_ray
+
+    cfg = load_config(overrides)
+    init_ray(cfg.ray)
+    try:
+        with PeakMemory() as peak:
+            out = stream_stages(Path(rows_path), Path(work), checkpoints, names, cfg)
+        out.update({"driver_peak_mb": round(peak.driver, 1), "driver_start_mb": round(peak.driver_start, 1),
+                    "worker_peak_mb": round(peak.worker, 1)})
+    finally:
+        import ray
+
+        ray.shutdown()
+    queue.put(out)
+
+
+def measure_scale(texts: List[str], sizes: List[int], model: str, n: int, actors: int, work: Path,
+                  max_length: int, batch_size: int) -> Dict[str, Any]:
+    """Cost against corpus size: the batch stages on the first ``size`` texts, each size in a fresh
+    process (a driver whose peak memory is its own). Sizes beyond ``texts`` repeat them."""
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    names = ["negative", "positive"]
+    checkpoints = stage_checkpoints(model, names, work / "checkpoints")
+    overrides = [f"model={model}" if model in ("tiny", "minilm") else f"model.name={model}",
+                 f"augment.n={n}", f"data.max_length={max_length}", f"ray.actors={actors}",
+                 "ray.cpus_per_actor=1", f"ray.batch_size={batch_size}", "generator.reverse_steps=4"]
+    ctx = mp.get_context("spawn")
+    runs = []
+    for size in sizes:
+        rows_path = work / f"corpus-{size}.parquet"
+        pd.DataFrame({"id": [f"s{i:06d}" for i in range(size)], "text": [texts[i % len(texts)] for i in range(size)],
+                      "label": [names[i % 2] for i in range(size)]}).to_parquet(rows_path, index=False)
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_scale_one, args=(str(rows_path), str(work / f"run-{size}-a{actors}"), checkpoints,
+                                                    names, overrides, queue))
+        proc.start()
+        out = queue.get()
+        proc.join()
+        log.info("scale %d rows, %d actor(s): %s", size, actors, out)
+        runs.append(dict(out, size=size, actors=actors))
+    return {"model": model, "n": n, "actors": actors, "runs": runs}
+
+
 def run_throughput(args: argparse.Namespace) -> None:
     import torch
 

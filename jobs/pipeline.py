@@ -112,7 +112,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     """The stages of ``dcls_core.stages`` on Ray (``RayExecutor``) in the run folder, then the report."""
     from omegaconf import OmegaConf
 
-    from dcls_core.stages import run_stages
+    from dcls_core.stages import load_pseudo, run_stages
     from dcls_core.storage import check_working_copy, remote_run
     from jobs.ray_executor import RayExecutor
     from jobs.ray_runtime import init_ray
@@ -127,7 +127,7 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     out = run_stages(cfg, bundle, run, RayExecutor(cfg), until=stop_after, data_variant=data_variant)
     shutil.copyfile(out["data"].file("data_report.json"), run.path("data_report.json"))
     if stop_after == "generation":
-        return {"run": str(root), "train": out["train"], "pseudo": out["pseudo"],
+        return {"run": str(root), "train": out["train"], "pseudo": load_pseudo(out),
                 "consistency_model": out["consistency_model"]}
     evaluation = out["evaluation"]
     shutil.copyfile(evaluation.file("metrics.json"), run.path("metrics.json"))

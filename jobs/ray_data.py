@@ -2,16 +2,16 @@
 
 A stage's callable class (``dcls_core.stages.ImportanceScorer`` / ``PseudoSampleGenerator``: the
 model is loaded once per actor in ``__init__`` from a checkpoint folder of an earlier stage) runs
-on an ``ActorPoolStrategy`` pool over Parquet in, and the pool writes
-Parquet. Pool size, batch size, CPUs/GPUs per actor and restart budgets come from
+on an ``ActorPoolStrategy`` pool that streams from the previous stage's Parquet to Parquet parts
+written by the workers into the stage folder; the driver never holds the rows. Pool size, batch size, CPUs/GPUs per actor and restart budgets come from
 ``configs/ray/``. CPU headroom: an actor pool that claims every CPU hangs the dataset (ray issue
 44687), so the pool never asks for more than (cluster CPUs - 1) in total.
 
 Faults: actors are created with ``max_restarts``/``max_task_retries`` so that a killed actor is
 restarted and its batch retried. Every output row is a pure function of its input row (seeds
 are derived from row ids, not from batch order or actor identity), so a retried batch
-regenerates identical rows; outputs are sorted by id, which makes them independent of actor
-scheduling, and checked for missing/duplicated ids.
+regenerates identical rows; readers sort by id (``dcls_core.artifacts.read_rows``), which makes
+what they see independent of actor scheduling; the output is checked for missing/duplicated ids.
 """
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-import pandas as pd
 
 from dcls_core.config import RayConfig
-from dcls_core.stages import check_ids
+from dcls_core.stages import check_rows
 
 log = logging.getLogger(__name__)
 
@@ -52,30 +51,27 @@ def actor_threads(ray_cfg: RayConfig, pool_size: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, pool_size))
 
 
-def run_actor_pool(frame: pd.DataFrame, fn_cls: type, ctor_kwargs: Dict[str, Any], ray_cfg: RayConfig,
-                   work_dir: Path, name: str, id_column: str = "id",
-                   expect_ids: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Parquet in -> ``map_batches(fn_cls, ActorPoolStrategy)`` -> Parquet out -> DataFrame sorted by id.
-
-    ``expect_ids``: the ids the output must hold exactly once each (default: the input's ids,
-    i.e. a one-row-in, one-row-out stage). ``None`` disables the check only when ``fn_cls``
-    changes row counts and the caller checks itself.
-    """
+def run_actor_pool(source: Path, columns: Optional[Sequence[str]], fn_cls: type, ctor_kwargs: Dict[str, Any],
+                   ray_cfg: RayConfig, out_dir: Path, name: str, expected_rows: Optional[int],
+                   id_column: str = "id") -> int:
+    """Parquet in -> ``map_batches(fn_cls, ActorPoolStrategy)`` -> Parquet out, streaming: Ray Data
+    reads ``source`` (a file or folder, ``columns`` only) on its workers and the workers write the
+    output parts into ``out_dir`` (inside the stage folder); the driver sees neither. Returns the
+    rows written, checked from the id column against ``expected_rows`` (each exactly once; None: a
+    filtering stage, ids only distinct)."""
     import ray
 
-    work_dir = Path(work_dir)
-    in_path = work_dir / f"{name}_input.parquet"
-    out_dir = work_dir / f"{name}_output"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    frame.reset_index(drop=True).to_parquet(in_path, index=False)
-    if out_dir.exists():
+    out_dir = Path(out_dir)
+    if out_dir.exists():  # a part left by a killed attempt of this stage
         shutil.rmtree(out_dir)
     compute, size = pool_strategy(ray_cfg)
     kwargs = dict(ctor_kwargs)
     kwargs.setdefault("threads", actor_threads(ray_cfg, size))
-    blocks = max(1, min(len(frame), -(-len(frame) // max(1, ray_cfg.batch_size))))
-    ds = ray.data.read_parquet(str(in_path)).repartition(blocks)
-    ds = ds.map_batches(
+    ds = ray.data.read_parquet(str(source), columns=list(columns) if columns else None)
+    rows = ds.count()  # from the Parquet footers
+    # blocks of about one batch, so that every actor gets work (capped: tiny blocks cost scheduling)
+    blocks = max(1, min(rows, -(-rows // max(1, ray_cfg.batch_size)), 64 * size))
+    ds = ds.repartition(blocks).map_batches(
         fn_cls,
         fn_constructor_kwargs=kwargs,
         compute=compute,
@@ -86,13 +82,12 @@ def run_actor_pool(frame: pd.DataFrame, fn_cls: type, ctor_kwargs: Dict[str, Any
         max_restarts=int(ray_cfg.max_restarts),
         max_task_retries=int(ray_cfg.max_task_retries),
     )
-    log.info("Ray Data %s: %d rows, %d actor(s), batch %d, %.2f CPU/actor", name, len(frame), size,
+    log.info("Ray Data %s: %d rows, %d actor(s), batch %d, %.2f CPU/actor", name, rows, size,
              ray_cfg.batch_size, ray_cfg.cpus_per_actor)
     ds.write_parquet(str(out_dir))
-    parts = sorted(out_dir.glob("*.parquet"))
-    out = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else frame.iloc[:0]
-    out = out.sort_values(id_column, kind="stable").reset_index(drop=True)
-    check_ids(out, list(frame[id_column]) if expect_ids is None else list(expect_ids), id_column, name)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    in_path.unlink(missing_ok=True)
-    return out
+    check_rows(out_dir, expected_rows, name, id_column)
+    if not out_dir.exists():  # a filter that kept nothing
+        return 0
+    from dcls_core.artifacts import id_counts
+
+    return id_counts(out_dir, id_column)[0]

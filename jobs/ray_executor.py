@@ -2,9 +2,11 @@
 ``jobs/pipeline.py`` (``dcls_core.stages.LocalExecutor`` is the in-process one).
 
 * batch stages (importance scoring, generation): a Ray Data actor pool (``jobs/ray_data.py``) of
-  ``ray.actors`` actors with ``ray.cpus_per_actor`` CPUs / ``ray.gpus_per_actor`` GPUs each;
+  ``ray.actors`` actors with ``ray.cpus_per_actor`` CPUs / ``ray.gpus_per_actor`` GPUs each,
+  streaming from one stage's Parquet to the next;
 * fits (proxy, arms, generator): Ray Train, ``ray.num_workers`` workers (``ray.fit_workers`` per
-  fit), the stage folder as its storage; the checkpoint becomes the stage's ``model/``;
+  fit), rows as Ray Data datasets (``datasets=``), the stage folder as its storage; the
+  checkpoint becomes the stage's ``model/``;
 * the generator warm-up and the baseline augmenters: one Ray task each.
 """
 from __future__ import annotations
@@ -29,14 +31,15 @@ class RayExecutor:
     def __init__(self, cfg: Config):
         self.cfg = cfg
 
-    def map(self, stage_dir: Path, name: str, frame, fn_cls: type, kwargs: Dict[str, Any], expect_ids=None):
+    def map(self, stage_dir: Path, name: str, source: Path, columns, fn_cls: type, kwargs: Dict[str, Any],
+            out: Path, expected_rows: int) -> int:
         from jobs.ray_data import run_actor_pool
 
         kwargs = dict(kwargs)
         if self.cfg.ray.fault_kill_actor_after:  # test hook: one actor exits mid-stage
             kwargs.update(fault_after=self.cfg.ray.fault_kill_actor_after,
                           fault_marker=str(Path(stage_dir) / f"{name}.killed"))
-        return run_actor_pool(frame, fn_cls, kwargs, self.cfg.ray, stage_dir, name, expect_ids=expect_ids)
+        return run_actor_pool(source, columns, fn_cls, kwargs, self.cfg.ray, out, name, expected_rows)
 
     def notes(self, stage_dir: Path, name: str) -> Dict[str, Any]:
         return {"actor_killed": (Path(stage_dir) / f"{name}.killed").exists()}

@@ -5,8 +5,9 @@
 - DDP (``ray.strategy=ddp``): ``TorchTrainer`` with ``num_workers`` workers, gloo on CPU, NCCL on GPU;
 - DeepSpeed (``ray.strategy=deepspeed``): the same trainer; the loop wraps the model with
   ``deepspeed.initialize`` and ZeRO stage ``ray.zero_stage`` (gloo on CPU).
-The loop reports a checkpoint (a ``save_pretrained`` folder) through ``ray.train.report``;
-``run_training`` returns the path of the last one.
+The loop's rows arrive as Ray Data datasets (``loop_config["datasets"]``: name -> Parquet, read
+inside the loop with ``dataset_frame``). The loop reports a checkpoint (a ``save_pretrained``
+folder) through ``ray.train.report``; ``run_training`` returns the path of the last one.
 
 Inside a loop, ``Engine`` hides the strategy: ``engine.model`` for forward passes,
 ``engine.backward(loss)``, ``engine.step()``, ``engine.unwrapped`` for saving and evaluation;
@@ -37,7 +38,8 @@ def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[st
     ``dcls_core.storage``) that Ray Train writes through ``pyarrow.fs``; a checkpoint kept on a URI
     is downloaded to a local temporary folder. ``callbacks``: Ray Train callbacks (a Tune trial
     passes ``TuneReportCallback`` so the loop's reports reach Tune)."""
-    from ray.train import RunConfig, ScalingConfig, FailureConfig
+    import ray
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from dcls_core.storage import parse_location, require_filesystem
@@ -56,9 +58,14 @@ def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[st
     else:
         storage = {"storage_path": location.path}
     workers = int(ray_cfg.num_workers)
+    # the rows travel as Ray Data datasets read from the stages' Parquet, not inside the config;
+    # unsplit: every worker reads all of them and the loop shards (a pseudo sample rides with its source)
+    datasets = {k: ray.data.read_parquet(str(v)) for k, v in config.get("datasets", {}).items()}
     trainer = TorchTrainer(
         loop_fn,
         train_loop_config=config,
+        datasets=datasets or None,
+        dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(ray_cfg.use_gpu) and workers > 0),
         run_config=RunConfig(name=name, failure_config=FailureConfig(max_failures=0), callbacks=callbacks or None,
                              **storage),
@@ -100,6 +107,21 @@ def set_threads(ray_cfg: Dict[str, Any]) -> int:
     threads = max(1, (os.cpu_count() or 1) // workers)
     torch.set_num_threads(threads)
     return threads
+
+
+def dataset_frame(config: Dict[str, Any], name: str):
+    """This worker's copy of the loop's dataset ``name`` as a frame sorted by id (None if the loop
+    has none; a frame without rows if it is empty)."""
+    import pandas as pd
+    import ray.train
+
+    if name not in config.get("datasets", {}):
+        return None
+    parts = list(ray.train.get_dataset_shard(name).iter_batches(batch_format="pandas", batch_size=None))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if "id" in frame.columns:
+        frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
+    return frame
 
 
 def shard(items: Sequence[Any], rank: int, world: int) -> List[Any]:

@@ -2,9 +2,9 @@
 
 Every loop: seeds, this rank's shard of the rows (equal length on every rank), the model
 wrapped by ``ray_train.Engine`` (plain / DDP / DeepSpeed), one ``ray.train.report`` per epoch
-on every rank, and a final report carrying a ``save_pretrained`` checkpoint. Data arrives as
-records in the loop config (low-resource training sets are small); checkpoints to start from
-are folder paths on the storage that every worker reads.
+on every rank, and a final report carrying a ``save_pretrained`` checkpoint. Rows arrive as Ray
+Data datasets (``ray_train.dataset_frame``), each worker reading all of a fit's rows and keeping
+its shard; checkpoints to start from are folder paths on the storage that every worker reads.
 """
 from __future__ import annotations
 
@@ -18,12 +18,6 @@ import torch
 from jobs import ray_train as rt
 
 log = logging.getLogger(__name__)
-
-
-def _frame(records: Optional[List[Dict[str, Any]]]) -> Optional[pd.DataFrame]:
-    if records is None:
-        return None
-    return pd.DataFrame.from_records(records)
 
 
 def _gather_frames(frame: pd.DataFrame, world: int) -> pd.DataFrame:
@@ -63,9 +57,7 @@ def classifier_loop(config: Dict[str, Any]) -> None:
     ccfg = ClassifierConfig(**config["classifier"])
     tokenizer = load_tokenizer(model_cfg)
     model = load_classifier(model_cfg, len(names), seed)
-    train_df = _frame(config["train"])
-    dev_df = _frame(config.get("dev"))
-    pseudo_df = _frame(config.get("pseudo"))
+    train_df, dev_df, pseudo_df = (rt.dataset_frame(config, name) for name in ("train", "dev", "pseudo"))
     max_length = int(config["max_length"])
     if ccfg.head_init == "probe":  # before wrapping: every rank computes the same probe
         init_head_from_frame(model, tokenizer, train_df, names, max_length, ccfg.probe_C)
@@ -136,7 +128,9 @@ def generator_loop(config: Dict[str, Any]) -> None:
     gen_cfg = config["generator"]
     model, tokenizer = generator_start(config)  # the warm-up's masked LM (or the model's own), as in-process
     label_ids = prompt_token_ids(tokenizer, model, names, bool(gen_cfg.get("label_prompt", True)))
-    frame = _frame(config["train"])
+    from dcls_core.stages import generator_rows
+
+    frame = generator_rows(config, rt.dataset_frame(config, "train"))  # scored rows, importance normalised
     rows = rt.shard(list(range(len(frame))), rank, world)
     mine = frame.iloc[rows].reset_index(drop=True)
     dataset = GeneratorDataset(mine, list(mine["importance"]) if "importance" in mine.columns else None)

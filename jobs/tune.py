@@ -108,11 +108,15 @@ def ray_train_fit(folder: Path, model_cfg: Dict[str, Any]):
         from jobs.ray_train import run_training
         from jobs.train_loops import classifier_loop
 
-        loop = {"model": model_cfg, "label_names": list(names), "seed": seed, "max_length": ml,
-                "train": train.to_dict("records"), "dev": dev.to_dict("records"),
-                "pseudo": None if pseudo_df is None else pseudo_df.to_dict("records"),
-                "classifier": dataclasses.asdict(ccfg), "mode": "static", "name": "augmented"}
+        from dcls_core.artifacts import atomic_write_parquet
+
         name = f"fit-{seed}-{int(time.time() * 1000)}"
+        datasets = {}
+        for split, frame in (("train", train), ("dev", dev), ("pseudo", pseudo_df)):
+            if frame is not None:  # the fit's rows reach its worker as Ray Data datasets
+                datasets[split] = str(atomic_write_parquet(folder / "ray_train" / name / f"{split}.parquet", frame))
+        loop = {"model": model_cfg, "label_names": list(names), "seed": seed, "max_length": ml, "datasets": datasets,
+                "classifier": dataclasses.asdict(ccfg), "mode": "static", "name": "augmented"}
         ckpt = run_training(classifier_loop, loop, RayConfig(num_workers=1), folder / "ray_train", name,
                             callbacks=[TuneReportCallback()])
         fit_json = json.loads((Path(ckpt) / "fit.json").read_text())

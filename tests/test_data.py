@@ -10,7 +10,6 @@ import types
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from dcls_core.cli import main as cli_main

@@ -1,6 +1,5 @@
 """Ray mechanics with toy functions: run-folder cache, actor pools (incl. a killed actor), Ray Train."""
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -78,12 +77,16 @@ def ray_local():
 @pytest.mark.ray
 def test_actor_pool_killed_actor_is_restarted_without_missing_or_duplicated_rows(ray_local, tmp_path):
     from dcls_core.config import RayConfig
+    from dcls_core.artifacts import read_rows
     from jobs.ray_data import run_actor_pool
 
     frame = pd.DataFrame({"id": [f"r{i:03d}" for i in range(60)], "x": range(60)}).sample(frac=1, random_state=0)
     marker = tmp_path / "killed"
     cfg = RayConfig(actors=2, cpus_per_actor=0.5, batch_size=8, max_restarts=2, max_task_retries=3)
-    out = run_actor_pool(frame, AddOne, {"fault_after": 2, "fault_marker": str(marker)}, cfg, tmp_path, "toy")
+    frame.to_parquet(tmp_path / "in.parquet")
+    rows = run_actor_pool(tmp_path / "in.parquet", None, AddOne, {"fault_after": 2, "fault_marker": str(marker)},
+                          cfg, tmp_path / "out", "toy", expected_rows=len(frame))
     assert marker.exists(), "the fault hook did not fire"
-    assert list(out["id"]) == sorted(frame["id"])
+    out = read_rows(tmp_path / "out")
+    assert rows == len(out) and list(out["id"]) == sorted(frame["id"])
     assert (out["y"] == out["x"] + 1).all()

@@ -19,8 +19,12 @@ def test_deepspeed_zero2_fit_reports_a_loadable_checkpoint(tmp_path):
     ray_cfg = RayConfig(num_workers=2, strategy="deepspeed", zero_stage=2, num_cpus=4)
     init_ray(ray_cfg)
     try:
+        train, dev = tmp_path / "train.parquet", tmp_path / "dev.parquet"
+        pd.DataFrame.from_records(rows).to_parquet(train)
+        pd.DataFrame.from_records(rows[:4]).to_parquet(dev)
         loop = {"model": dataclasses.asdict(ModelConfig(name="tiny")), "label_names": ["negative", "positive"],
-                "seed": 1, "train": rows, "dev": rows[:4], "max_length": 16, "mode": "static", "name": "ds",
+                "seed": 1, "datasets": {"train": str(train), "dev": str(dev)}, "max_length": 16, "mode": "static",
+                "name": "ds",
                 "classifier": dataclasses.asdict(ClassifierConfig(epochs=1, min_steps=3, batch_size=4, lr=1e-3,
                                                                   eval_every=2))}
         ckpt = run_training(classifier_loop, loop, ray_cfg, tmp_path / "train", "ds")
