@@ -13,12 +13,20 @@ Each figure is measured in the same run, on the same machine, the same texts and
 * ``peer``: nlpaug-style masked-LM word substitution (``ContextualWordEmbsAug``'s way: one text at a
   time, 15 % of the tokens masked, the top prediction put in), same model and texts.
 
-Writes ``benchmarks/results/throughput.json``. Ray Train steps, actor scaling and corpus-size
-scaling are not measured yet (``docs/performance.md`` says what is and is not).
+* ``scaling``: the pipeline's streaming batch stages (``dcls_core.stages.score_importance`` and
+  ``generate_pseudo`` on Ray Data actors) over growing corpora (wall time, the driver's and the
+  largest worker's peak resident memory; each size in a fresh process), and generation with 1 and
+  2 actors.
+
+* ``training``: samples/s of the classifier step at steady state in a plain PyTorch loop against
+  the same step through the Ray Train loop's ``Engine`` in local mode, DDP and DeepSpeed ZeRO-2.
+
+Writes ``benchmarks/results/throughput.json`` (``docs/performance.md`` reads it).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -160,6 +168,114 @@ def measure_peer(texts: List[str], max_length: int, repeats: int, model: str = "
     return {"texts": len(texts), "seconds": round(seconds, 2), "texts_per_s": round(len(texts) / seconds, 1)}
 
 
+def _train_batches(model_name: str, texts: List[str], batch_size: int, max_length: int, count: int):
+    """``count`` fixed classifier batches (ids, mask, labels) of the texts, cycled."""
+    import torch
+
+    from dcls_core.config import ModelConfig
+    from dcls_core.models import load_tokenizer
+    from dcls_core.prompting import encode_plain
+
+    tok = load_tokenizer(ModelConfig(name=model_name))
+    out = []
+    for b in range(count):
+        chunk = [texts[(b * batch_size + i) % len(texts)] for i in range(batch_size)]
+        enc = encode_plain(tok, chunk, max_length)
+        out.append((enc["input_ids"], enc["attention_mask"], torch.tensor([i % 2 for i in range(batch_size)])))
+    return out
+
+
+def _timed_steps(forward_backward_step, batches, warmup: int, steps: int) -> float:
+    """Seconds for ``steps`` optimiser steps after ``warmup`` untimed ones (steady state)."""
+    for i in range(warmup):
+        forward_backward_step(batches[i % len(batches)])
+    start = time.perf_counter()
+    for i in range(steps):
+        forward_backward_step(batches[(warmup + i) % len(batches)])
+    return time.perf_counter() - start
+
+
+def train_bench_loop(config: Dict[str, Any]) -> None:
+    """Ray Train loop: the classifier step through ``jobs.ray_train.Engine`` (local, DDP or
+    DeepSpeed, as the pipeline's fits), this rank's own batches; reports global samples/s."""
+    import torch
+
+    from dcls_core.config import ModelConfig
+    from dcls_core.models import load_classifier
+    from jobs import ray_train as rt
+
+    ctx = rt.context()
+    rt.set_threads(config["_ray"])
+    torch.manual_seed(0)
+    model = load_classifier(ModelConfig(name=config["model"]), 2, seed=0)
+    engine = rt.Engine(model, config["_ray"], lr=5e-5, weight_decay=0.01, batch_size=config["batch_size"])
+    batches = _train_batches(config["model"], config["texts"][ctx["rank"]::ctx["world"]], config["batch_size"],
+                             config["max_length"], 4)
+
+    def step(batch):
+        ids, mask, labels = (t.to(engine.device) for t in batch)
+        loss = torch.nn.functional.cross_entropy(engine.model(input_ids=ids, attention_mask=mask).logits, labels)
+        engine.backward(loss)
+        engine.step()
+
+    engine.train()
+    seconds = _timed_steps(step, batches, config["warmup"], config["steps"])
+    rt.report({"samples_per_s": ctx["world"] * config["batch_size"] * config["steps"] / seconds, "seconds": seconds})
+
+
+def measure_training(texts: List[str], model: str, batch_size: int, max_length: int, warmup: int,
+                     steps: int) -> Dict[str, Any]:
+    """Samples/s of the classifier step at steady state: a plain PyTorch loop in this process (all
+    cores, the same AdamW and clipping as ``dcls_core.training.LocalStepper``) against the Ray Train
+    loop through ``Engine`` in local mode, DDP and DeepSpeed ZeRO-2 (2 workers each)."""
+    import tempfile
+
+    import ray
+    import torch
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from dcls_core.config import ModelConfig, RayConfig
+    from dcls_core.models import load_classifier
+    from dcls_core.training import LocalStepper
+    from jobs.ray_runtime import init_ray
+
+    torch.manual_seed(0)
+    clf = load_classifier(ModelConfig(name=model), 2, seed=0)
+    stepper = LocalStepper(clf, lr=5e-5, weight_decay=0.01)
+    batches = _train_batches(model, texts, batch_size, max_length, 4)
+
+    def plain_step(batch):
+        ids, mask, labels = batch
+        loss = torch.nn.functional.cross_entropy(clf(input_ids=ids, attention_mask=mask).logits, labels)
+        loss.backward()
+        stepper.step()
+
+    clf.train()
+    plain = batch_size * steps / _timed_steps(plain_step, batches, warmup, steps)
+    out: Dict[str, Any] = {"batch_size_per_worker": batch_size, "steps": steps, "warmup_steps": warmup,
+                           "plain_samples_per_s": round(plain, 1)}
+    init_ray(RayConfig())
+    try:
+        for name, workers, strategy in (("local", 0, "ddp"), ("ddp", 2, "ddp"), ("deepspeed", 2, "deepspeed")):
+            ray_cfg = RayConfig(num_workers=workers, strategy=strategy, zero_stage=2)
+            trainer = TorchTrainer(
+                train_bench_loop, scaling_config=ScalingConfig(num_workers=workers),
+                train_loop_config={"_ray": dataclasses.asdict(ray_cfg), "model": model, "texts": texts,
+                                   "batch_size": batch_size, "max_length": max_length, "warmup": warmup,
+                                   "steps": steps},
+                run_config=RunConfig(name=f"train-{name}", storage_path=tempfile.mkdtemp(prefix="dcls-train-bench-")))
+            result = trainer.fit()
+            if result.error is not None:
+                raise result.error
+            rate = float(result.metrics["samples_per_s"])
+            out[name] = {"workers": workers, "samples_per_s": round(rate, 1), "ratio": round(rate / plain, 3)}
+            log.info("training %s: %s", name, out[name])
+    finally:
+        ray.shutdown()
+    return out
+
+
 class PeakMemory:
     """Peak resident memory (MiB) of this process (``driver``) and of the largest of its Ray worker
     processes (``worker``: actors and tasks, ``ray::`` processes), sampled every ``every`` seconds
@@ -269,6 +385,21 @@ def _scale_one(rows_path: str, work: str, checkpoints: Dict[str, str], names: Li
     queue.put(out)
 
 
+def _result_of(proc, queue, what: str) -> Dict[str, Any]:
+    """The child's result, or an error naming it if the child died without one (never a hang)."""
+    import queue as queue_mod
+
+    while True:
+        try:
+            out = queue.get(timeout=5)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{what}: the process exited with code {proc.exitcode} and no result")
+    proc.join()
+    return out
+
+
 def measure_scale(texts: List[str], sizes: List[int], model: str, n: int, actors: int, work: Path,
                   max_length: int, batch_size: int) -> Dict[str, Any]:
     """Cost against corpus size: the batch stages on the first ``size`` texts, each size in a fresh
@@ -292,8 +423,7 @@ def measure_scale(texts: List[str], sizes: List[int], model: str, n: int, actors
         proc = ctx.Process(target=_scale_one, args=(str(rows_path), str(work / f"run-{size}-a{actors}"), checkpoints,
                                                     names, overrides, queue))
         proc.start()
-        out = queue.get()
-        proc.join()
+        out = _result_of(proc, queue, f"scale run of {size} rows")
         log.info("scale %d rows, %d actor(s): %s", size, actors, out)
         runs.append(dict(out, size=size, actors=actors))
     return {"model": model, "n": n, "actors": actors, "runs": runs}
@@ -317,6 +447,20 @@ def run_throughput(args: argparse.Namespace) -> None:
     log.info("scoring: %s", result["scoring"])
     result["peer"] = measure_peer(texts[:args.peer_texts], args.max_length, args.repeats, args.model)
     log.info("peer: %s", result["peer"])
+    if args.train_steps:
+        result["training"] = measure_training(texts, args.model, args.train_batch_size, args.max_length,
+                                              args.train_warmup, args.train_steps)
+    if args.scale_sizes:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="dcls-scale-") as tmp:
+            sizes = [int(x) for x in args.scale_sizes.split(",")]
+            corpus = _texts(max(sizes), args.data_root)
+            result["scaling"] = {
+                "corpus": measure_scale(corpus, sizes, args.scale_model, args.scale_n, 1, Path(tmp) / "corpus",
+                                        args.max_length, args.batch_size),
+                "actors": [measure_scale(corpus, [args.actor_rows], args.model, args.n, a, Path(tmp) / f"actors{a}",
+                                         args.max_length, args.batch_size) for a in (1, 2)]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp-{os.getpid()}")
@@ -335,6 +479,14 @@ def add_throughput(sub) -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--model", default="minilm", help="model config name (minilm, tiny, a hub id or path)")
+    p.add_argument("--train-steps", type=int, default=30, help="timed classifier steps per trainer (0: skip)")
+    p.add_argument("--train-warmup", type=int, default=5, help="untimed steps before them")
+    p.add_argument("--train-batch-size", type=int, default=16, help="rows per worker per step")
+    p.add_argument("--scale-sizes", default="1000,4000,16000,64000",
+                   help="corpus sizes for the streaming stages' cost and peak memory ('' to skip)")
+    p.add_argument("--scale-model", default="tiny", help="model of the corpus-size runs (memory, not speed)")
+    p.add_argument("--scale-n", type=int, default=1, help="pseudo samples per sentence in the corpus-size runs")
+    p.add_argument("--actor-rows", type=int, default=512, help="sentences of the 1- vs 2-actor generation runs")
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
     p.set_defaults(func=run_throughput)
