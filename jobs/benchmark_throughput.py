@@ -220,7 +220,9 @@ def train_bench_loop(config: Dict[str, Any]) -> None:
 
     engine.train()
     seconds = _timed_steps(step, batches, config["warmup"], config["steps"])
-    rt.report({"samples_per_s": ctx["world"] * config["batch_size"] * config["steps"] / seconds, "seconds": seconds})
+    metrics = {"samples_per_s": ctx["world"] * config["batch_size"] * config["steps"] / seconds, "seconds": seconds}
+    # Ray Train V2 hands the driver a run's metrics with its checkpoint: rank 0's figures go in one
+    rt.report(metrics, lambda folder: (folder / "metrics.json").write_text(json.dumps(metrics)), config)
 
 
 def measure_training(texts: List[str], model: str, batch_size: int, max_length: int, warmup: int,
@@ -259,16 +261,17 @@ def measure_training(texts: List[str], model: str, batch_size: int, max_length: 
     try:
         for name, workers, strategy in (("local", 0, "ddp"), ("ddp", 2, "ddp"), ("deepspeed", 2, "deepspeed")):
             ray_cfg = RayConfig(num_workers=workers, strategy=strategy, zero_stage=2)
+            storage = Path(tempfile.mkdtemp(prefix="dcls-train-bench-"))
             trainer = TorchTrainer(
                 train_bench_loop, scaling_config=ScalingConfig(num_workers=workers),
                 train_loop_config={"_ray": dataclasses.asdict(ray_cfg), "model": model, "texts": texts,
                                    "batch_size": batch_size, "max_length": max_length, "warmup": warmup,
-                                   "steps": steps},
-                run_config=RunConfig(name=f"train-{name}", storage_path=tempfile.mkdtemp(prefix="dcls-train-bench-")))
+                                   "steps": steps, "_checkpoint_root": str(storage / "local_checkpoints")},
+                run_config=RunConfig(name=f"train-{name}", storage_path=str(storage)))
             result = trainer.fit()
             if result.error is not None:
                 raise result.error
-            rate = float(result.metrics["samples_per_s"])
+            rate = float(json.loads((Path(result.checkpoint.path) / "metrics.json").read_text())["samples_per_s"])
             out[name] = {"workers": workers, "samples_per_s": round(rate, 1), "ratio": round(rate / plain, 3)}
             log.info("training %s: %s", name, out[name])
     finally:
