@@ -108,7 +108,11 @@ def read_rows(path: PathLike, columns: Optional[list] = None):
     workers wrote in the order they finished (the sort makes the frame independent of it)."""
     import pandas as pd
 
-    frame = pd.read_parquet(path, columns=columns)
+    return sort_rows(pd.read_parquet(path, columns=columns))
+
+
+def sort_rows(frame):
+    """Rows in id order (a frame without an id column as it is)."""
     if "id" in frame.columns:
         frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
     return frame

@@ -118,10 +118,9 @@ def dataset_frame(config: Dict[str, Any], name: str):
     if name not in config.get("datasets", {}):
         return None
     parts = list(ray.train.get_dataset_shard(name).iter_batches(batch_format="pandas", batch_size=None))
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if "id" in frame.columns:
-        frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
-    return frame
+    from dcls_core.artifacts import sort_rows
+
+    return sort_rows(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame())
 
 
 def shard(items: Sequence[Any], rank: int, world: int) -> List[Any]:
