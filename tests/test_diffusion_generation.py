@@ -335,3 +335,25 @@ def test_generator_learns_label_conditional_fills(tokenizer, base_model, one_thr
         fills = tok.convert_ids_to_tokens(out[slot].tolist())
         share = sum(f in words for f in fills) / len(fills)
         assert share >= 0.8, (label, share, fills)
+
+
+@pytest.mark.parametrize("sharpness", [0.01, 1.0, 8.0])
+def test_nucleus_candidates_hold_the_same_nucleus_as_a_full_sort(sharpness):
+    """Widening top-k instead of sorting the vocabulary keeps exactly the full-sort nucleus
+    (flat rows widen to the whole vocabulary, peaked ones stop at the first width)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(40, 3000, generator=g) * sharpness
+    logits[:5] *= 20  # a few very peaked rows in the same batch as flat ones
+    probs = torch.softmax(logits, dim=-1)
+
+    def nucleus(vals, idx, top_p=0.9):
+        keep = (vals.cumsum(dim=-1) - vals) <= top_p
+        return [set(i[k & (v > 0)].tolist()) for v, i, k in zip(vals, idx, keep)]
+
+    full = nucleus(*probs.sort(dim=-1, descending=True))
+    vals, idx = generation.nucleus_candidates(probs, 0.9)
+    assert nucleus(vals, idx) == full
+    assert bool((vals[:, :-1] >= vals[:, 1:]).all())  # descending, zero padding at the end
+    assert torch.allclose(vals, probs.gather(-1, idx) * (vals > 0))
+    if sharpness == 8.0:
+        assert vals.shape[1] < 3000  # peaked rows never sort the whole vocabulary
