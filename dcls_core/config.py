@@ -463,6 +463,8 @@ class RayConfig:
     # torch threads of the generator warm-up task (0: every core of its node). On a shared
     # 2-core machine 1 thread ran ~10x faster than 2 (docs/generator.md); not in any cache key
     warmup_threads: int = 0
+    # the Ray Train warm-up reports a resumable checkpoint every this many steps (0: only at the end)
+    warmup_checkpoint_every: int = 250
     # tests only: the first actor of each scoring/generation pool exits after this many batches, once
     fault_kill_actor_after: int = 0
 
@@ -473,6 +475,8 @@ class RayConfig:
         _check(self.num_workers >= 0, "ray.num_workers", "must be >= 0", self.num_workers)
         _check(self.batch_size >= 1, "ray.batch_size", "must be >= 1", self.batch_size)
         _check(self.warmup_threads >= 0, "ray.warmup_threads", "must be >= 0 (0: all cores)", self.warmup_threads)
+        _check(self.warmup_checkpoint_every >= 0, "ray.warmup_checkpoint_every", "must be >= 0 (0: only at the end)",
+               self.warmup_checkpoint_every)
         _check(self.cpus_per_actor > 0, "ray.cpus_per_actor", "must be > 0", self.cpus_per_actor)
         _check(self.gpus_per_actor >= 0, "ray.gpus_per_actor", "must be >= 0", self.gpus_per_actor)
         if self.num_cpus is not None:

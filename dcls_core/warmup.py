@@ -39,7 +39,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -383,145 +383,243 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> Ite
         yield from batches
 
 
+class WarmupObjective(nn.Module):
+    """The warm-up's forward pass as one module (what DDP or DeepSpeed wraps): masked input ->
+    vocabulary logits at the masked positions, over the corpus' tokens only with ``vocab_ids``.
+
+    With frozen word embeddings, ``mask_vec`` is the [MASK] input row learned on its own (the
+    row never occurs in sentence-embedding training)."""
+
+    def __init__(self, model: nn.Module, mask_token_id: int, vocab_ids: Optional[torch.Tensor],
+                 mask_vec: Optional[nn.Parameter]):
+        super().__init__()
+        self.model = model
+        self.mask_token_id = int(mask_token_id)
+        self.mask_vec = mask_vec
+        self.register_buffer("vocab_ids", vocab_ids, persistent=False)
+        self._head = _split_head(model)[:3]  # a tuple: not registered twice as submodules
+
+    def forward(self, ids: torch.Tensor, att: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        transform, decoder, bias = self._head
+        encoder = _encoder(self.model)
+        if self.mask_vec is not None:
+            embeds = self.model.get_input_embeddings().weight.detach()[ids]
+            embeds = torch.where(masked.unsqueeze(-1), self.mask_vec.to(embeds.dtype), embeds)
+            hidden = encoder(inputs_embeds=embeds, attention_mask=att).last_hidden_state[masked]
+        else:
+            hidden = encoder(input_ids=ids.masked_fill(masked, self.mask_token_id),
+                             attention_mask=att).last_hidden_state[masked]
+        h = transform(hidden)
+        if self.vocab_ids is not None:
+            return h @ decoder.weight[self.vocab_ids].t() + bias[self.vocab_ids]
+        return decoder(h)
+
+
+class WarmupRun:
+    """One warm-up's state, step by step, for any trainer: the in-process loop
+    (``warmup_masked_lm``) and the Ray Train loop (``jobs.train_loops.warmup_loop``).
+
+    Every rank draws the same global batch and the same masks (one seeded stream) and trains on
+    its rows of it (``next_batch(rank, world)``), with the loss scaled by the global count of
+    masked tokens: gradients averaged over the ranks equal the one-process gradient. ``state()``
+    and ``restore()`` carry what a resumed run needs beyond the weights and the optimiser: the
+    step, the seconds spent, the mask stream, the torch RNG (dropout), the history; the batch
+    order is replayed from the seed.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, texts: Sequence[str], cfg: WarmupConfig,
+                 seed: Optional[int] = None):
+        self.cfg, self.tokenizer, self.model = cfg, tokenizer, model
+        self.seed = cfg.seed if seed is None else seed
+        torch.manual_seed(self.seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.specials = _special_ids(tokenizer)
+        self.seqs = [s for s in _encode(tokenizer, texts, cfg.max_length) if len(s) > 2]
+        if not self.seqs:
+            raise ValueError("warm-up corpus is empty after tokenisation")
+        self.stats: Dict = {"sentences": len(self.seqs), "corpus_tokens": int(sum(len(s) - 2 for s in self.seqs))}
+
+        _, decoder, bias, head_params = _split_head(model)
+        counts = Counter(t for s in self.seqs for t in s if t not in self.specials)
+        vocab_ids = torch.tensor(sorted(counts), dtype=torch.long)
+        self.stats["vocab_seen"] = len(vocab_ids)
+        fresh_bias = bool(torch.all(bias.detach() == 0))
+        if cfg.prior_bias and fresh_bias:
+            total = sum(counts.values())
+            with torch.no_grad():
+                prior = torch.full_like(bias, math.log(0.5 / total))  # unseen: below any seen token
+                freq = torch.tensor([counts[int(i)] for i in vocab_ids], dtype=torch.float)
+                prior[vocab_ids.to(prior.device)] = torch.log(freq / total).to(prior)
+                bias.copy_(prior)
+            self.stats["prior_bias"] = True
+        if fresh_bias and cfg.head_init_scale != 1.0:
+            _scale_head_output(model, cfg.head_init_scale)
+        self.remap = None
+        if cfg.restrict_vocab:
+            self.remap = torch.full((int(decoder.weight.shape[0]),), -1, dtype=torch.long)
+            self.remap[vocab_ids] = torch.arange(len(vocab_ids))
+        device = next(model.parameters()).device
+
+        emb = model.get_input_embeddings().weight
+        self.frozen = _freeze(model, cfg)
+        mask_vec = None
+        if not emb.requires_grad and cfg.train_mask_embedding:
+            mask_vec = nn.Parameter(emb.detach()[tokenizer.mask_token_id].clone())
+            head_params = head_params + [mask_vec]
+        self.objective = WarmupObjective(model, tokenizer.mask_token_id,
+                                         vocab_ids.to(device) if cfg.restrict_vocab else None, mask_vec)
+        head_ids = {id(p) for p in head_params}
+        enc_decay, enc_nodecay = [], []
+        for name, p in model.named_parameters():
+            if not p.requires_grad or id(p) in head_ids:
+                continue
+            (enc_nodecay if (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name) else enc_decay).append(p)
+        head_decay = [p for p in head_params if p.requires_grad and p.ndim >= 2]
+        head_nodecay = [p for p in head_params if p.requires_grad and p.ndim < 2]
+        groups = [
+            {"params": enc_decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr},
+            {"params": enc_nodecay, "lr": cfg.lr, "weight_decay": 0.0, "base_lr": cfg.lr},
+            {"params": head_decay, "lr": cfg.head_lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.head_lr},
+            {"params": head_nodecay, "lr": cfg.head_lr, "weight_decay": 0.0, "base_lr": cfg.head_lr},
+        ]
+        self.param_groups = [g for g in groups if g["params"]]
+        self.mask_fn = random_mask((cfg.mask_prob, cfg.mask_prob_max) if cfg.mask_prob_max else cfg.mask_prob)
+        self.lengths = [len(s) for s in self.seqs]
+        self.batches = _batches(self.lengths, cfg.batch_size, random.Random(self.seed))
+        self.step, self.tokens_seen, self.history, self.last = 0, 0, [], {}
+        self._run = [0.0, 0.0, 0]  # loss, accuracy, steps since the last log line
+
+    # ---- the budget
+    def lr_factor(self, elapsed: float) -> float:
+        """Linear rise then linear decay over whichever budget (steps or seconds) is closer to its end."""
+        cfg = self.cfg
+        progress = max(self.step / max(cfg.max_steps, 1), elapsed / cfg.max_seconds if cfg.max_seconds else 0.0)
+        if progress < cfg.lr_warmup:
+            return max(progress / cfg.lr_warmup, 0.02)
+        return max((1.0 - progress) / (1.0 - cfg.lr_warmup), 0.02)
+
+    def done(self, elapsed: float) -> bool:
+        return self.step >= self.cfg.max_steps or bool(self.cfg.max_seconds and elapsed >= self.cfg.max_seconds)
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, elapsed: float) -> float:
+        factor = self.lr_factor(elapsed)
+        for group, own in zip(optimizer.param_groups, self.param_groups):
+            group["lr"] = own["base_lr"] * factor
+        return factor
+
+    # ---- one step
+    def next_batch(self, rank: int = 0, world: int = 1) -> Dict[str, Any]:
+        """The next global batch (rows, masks) and this rank's share of its rows: ids, attention,
+        masked positions (bool), targets (restricted ids), the global masked count."""
+        batch = [self.seqs[i] for i in next(self.batches)]
+        ids, att = _pad(batch, self.tokenizer.pad_token_id)
+        masked = self.mask_fn(ids, _maskable(ids, att, self.specials), self.gen)
+        n_global = int(masked.sum())
+        self.tokens_seen += int(att.sum())
+        if world > 1:
+            rows = torch.arange(rank, len(batch), world)
+            width = max([int(att[r].sum()) for r in rows.tolist()] or [1])
+            ids, att, masked = ids[rows, :width], att[rows, :width], masked[rows, :width]
+        target = ids[masked]
+        if self.remap is not None:
+            target = self.remap[target]
+        return {"ids": ids, "att": att, "masked": masked, "target": target, "n_global": n_global}
+
+    def loss(self, logits: torch.Tensor, batch: Dict[str, Any], world: int = 1) -> torch.Tensor:
+        """Cross-entropy summed over this rank's masked tokens / the global count x ``world``
+        (ranks' gradients are averaged: their mean is the whole batch's mean-token gradient)."""
+        target = batch["target"].to(logits.device)
+        total = torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum")
+        with torch.no_grad():
+            n = max(int(target.numel()), 1)
+            self._run[0] += float(total) / n
+            self._run[1] += float((logits.argmax(-1) == target).float().sum()) / n
+            self._run[2] += 1
+        return total * world / max(batch["n_global"], 1)
+
+    def end_step(self, elapsed: float, factor: float, log_every: int = 50,
+                 on_log: Optional[Callable[[Dict], None]] = None) -> None:
+        self.step += 1
+        if self.step % log_every == 0 or self.step == self.cfg.max_steps:
+            loss, acc, n = self._run
+            self.last = {"step": self.step, "seconds": round(elapsed, 1), "loss": loss / max(n, 1),
+                         "acc": acc / max(n, 1), "lr_factor": round(factor, 4)}
+            self.history.append(self.last)
+            log.info("warm-up step %d (%.0fs): loss %.3f acc %.3f", self.step, elapsed, self.last["loss"],
+                     self.last["acc"])
+            if on_log is not None:
+                on_log(self.last)
+            self._run = [0.0, 0.0, 0]
+
+    # ---- resume
+    def state(self, elapsed: float) -> Dict[str, Any]:
+        return {"step": self.step, "seconds": elapsed, "tokens_seen": self.tokens_seen,
+                "history": list(self.history), "last": dict(self.last), "running": list(self._run),
+                "mask_rng": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def restore(self, state: Dict[str, Any]) -> float:
+        """Continue from ``state()`` (the weights and the optimiser are restored by the caller);
+        returns the seconds already spent."""
+        for _ in range(int(state["step"])):  # the batch order: replayed, it is only index lists
+            next(self.batches)
+        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        self.history, self.last, self._run = list(state["history"]), dict(state["last"]), list(state["running"])
+        self.gen.set_state(state["mask_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        return float(state["seconds"])
+
+    def finish(self, elapsed: float) -> Dict:
+        """Write the learned [MASK] row into the embeddings, unfreeze, eval mode; the stats."""
+        mask_vec = self.objective.mask_vec
+        if mask_vec is not None:
+            with torch.no_grad():
+                emb = self.model.get_input_embeddings().weight
+                emb[self.tokenizer.mask_token_id] = mask_vec.detach().to(emb.dtype)
+        for p in self.frozen:
+            p.requires_grad_(True)
+        self.model.eval()
+        stats = dict(self.stats)
+        stats.update({"steps": self.step, "seconds": round(elapsed, 1), "tokens_seen": self.tokens_seen,
+                      "vocab_restricted": self.stats["vocab_seen"] if self.cfg.restrict_vocab else None,
+                      "history": self.history, "last": self.last})
+        log.info("warm-up done: %d steps in %.0fs (%d tokens)", self.step, elapsed, self.tokens_seen)
+        return stats
+
+
 def warmup_masked_lm(model: nn.Module, tokenizer, texts: Sequence[str], cfg: WarmupConfig, seed: Optional[int] = None,
                      eval_texts: Optional[Sequence[str]] = None, log_every: int = 50,
                      on_log: Optional[Callable[[Dict], None]] = None) -> Dict:
-    """Continued masked-LM training of ``model`` (encoder and head) on ``texts``, in place.
+    """Continued masked-LM training of ``model`` (encoder and head) on ``texts``, in place, in
+    this process (the Ray Train loop is ``jobs.train_loops.warmup_loop``: the same ``WarmupRun``).
 
     Returns stats: steps, seconds, sentences, tokens seen, the restricted vocabulary size,
     the last training loss/accuracy, ``history`` (one entry per ``log_every`` steps) and,
     with ``eval_texts``, ``eval_before``/``eval_after`` (``masked_lm_eval`` at ``mask_prob``).
     """
-    seed = cfg.seed if seed is None else seed
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    specials = _special_ids(tokenizer)
-    seqs = [s for s in _encode(tokenizer, texts, cfg.max_length) if len(s) > 2]
-    if not seqs:
-        raise ValueError("warm-up corpus is empty after tokenisation")
-    stats: Dict = {"sentences": len(seqs), "corpus_tokens": int(sum(len(s) - 2 for s in seqs))}
+    before = None
     if eval_texts:
-        stats["eval_before"] = masked_lm_eval(model, tokenizer, eval_texts, cfg.mask_prob, seed=1234,
-                                              max_length=cfg.max_length)
-        log.info("warm-up: before %s", stats["eval_before"])
-
-    transform, decoder, bias, head_params = _split_head(model)
-    counts = Counter(t for s in seqs for t in s if t not in specials)
-    vocab_ids = torch.tensor(sorted(counts), dtype=torch.long)
-    stats["vocab_seen"] = len(vocab_ids)
-    fresh_bias = bool(torch.all(bias.detach() == 0))
-    if cfg.prior_bias and fresh_bias:
-        total = sum(counts.values())
-        with torch.no_grad():
-            prior = torch.full_like(bias, math.log(0.5 / total))  # unseen: below any seen token
-            freq = torch.tensor([counts[int(i)] for i in vocab_ids], dtype=torch.float)
-            prior[vocab_ids.to(prior.device)] = torch.log(freq / total).to(prior)
-            bias.copy_(prior)
-        stats["prior_bias"] = True
-    if fresh_bias and cfg.head_init_scale != 1.0:
-        _scale_head_output(model, cfg.head_init_scale)
-    restrict = cfg.restrict_vocab
-    remap = None
-    if restrict:
-        remap = torch.full((int(decoder.weight.shape[0]),), -1, dtype=torch.long)
-        remap[vocab_ids] = torch.arange(len(vocab_ids))
-        vocab_dev = vocab_ids.to(device)
-
-    emb = model.get_input_embeddings().weight
-    frozen = _freeze(model, cfg)
-    mask_vec = None
-    if not emb.requires_grad and cfg.train_mask_embedding:
-        # the [MASK] row never occurs in sentence-embedding training: let it learn on its own
-        mask_vec = nn.Parameter(emb.detach()[tokenizer.mask_token_id].clone())
-        head_params = head_params + [mask_vec]
-    head_ids = {id(p) for p in head_params}
-    enc_decay, enc_nodecay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in head_ids:
-            continue
-        (enc_nodecay if (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name) else enc_decay).append(p)
-    head_decay = [p for p in head_params if p.requires_grad and p.ndim >= 2]
-    head_nodecay = [p for p in head_params if p.requires_grad and p.ndim < 2]
-    groups = [
-        {"params": enc_decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr},
-        {"params": enc_nodecay, "lr": cfg.lr, "weight_decay": 0.0, "base_lr": cfg.lr},
-        {"params": head_decay, "lr": cfg.head_lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.head_lr},
-        {"params": head_nodecay, "lr": cfg.head_lr, "weight_decay": 0.0, "base_lr": cfg.head_lr},
-    ]
+        before = masked_lm_eval(model, tokenizer, eval_texts, cfg.mask_prob, seed=1234, max_length=cfg.max_length)
+        log.info("warm-up: before %s", before)
+    run = WarmupRun(model, tokenizer, texts, cfg, seed)
     from dcls_core.training import adamw
 
-    opt = adamw([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
-    mask_fn = random_mask((cfg.mask_prob, cfg.mask_prob_max) if cfg.mask_prob_max else cfg.mask_prob)
-    lengths = [len(s) for s in seqs]
-    batches = _batches(lengths, cfg.batch_size, rng)
-    encoder = _encoder(model)
+    opt = adamw(run.param_groups, betas=(0.9, 0.98), eps=1e-6)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    device = next(model.parameters()).device
     model.train()
     start = time.time()
-    step, tokens_seen, history = 0, 0, []
-    run_loss, run_acc, run_n = 0.0, 0.0, 0
-    last = {}
-    while step < cfg.max_steps:
-        elapsed = time.time() - start
-        if cfg.max_seconds and elapsed >= cfg.max_seconds:
-            break
-        progress = max(step / max(cfg.max_steps, 1), elapsed / cfg.max_seconds if cfg.max_seconds else 0.0)
-        if progress < cfg.lr_warmup:
-            factor = max(progress / cfg.lr_warmup, 0.02)
-        else:
-            factor = max((1.0 - progress) / (1.0 - cfg.lr_warmup), 0.02)
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * factor
-        batch = [seqs[i] for i in next(batches)]
-        ids, att = _pad(batch, tokenizer.pad_token_id)
-        maskable = _maskable(ids, att, specials)
-        m = mask_fn(ids, maskable, gen)
-        target = ids[m]
-        inp = ids.masked_fill(m, tokenizer.mask_token_id)
-        ids_d, att_d, m_d = inp.to(device), att.to(device), m.to(device)
-        if mask_vec is not None:
-            embeds = emb.detach()[ids_d]
-            embeds = torch.where(m_d.unsqueeze(-1), mask_vec.to(embeds.dtype), embeds)
-            hidden = encoder(inputs_embeds=embeds, attention_mask=att_d).last_hidden_state[m_d]
-        else:
-            hidden = encoder(input_ids=ids_d, attention_mask=att_d).last_hidden_state[m_d]
-        h = transform(hidden)
-        if restrict:
-            logits = h @ decoder.weight[vocab_dev].t() + bias[vocab_dev]
-            tgt = remap[target].to(device)
-        else:
-            logits = decoder(h)
-            tgt = target.to(device)
-        loss = torch.nn.functional.cross_entropy(logits.float(), tgt)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    while not run.done(time.time() - start):
+        factor = run.set_lr(opt, time.time() - start)
+        batch = run.next_batch()
+        logits = run.objective(*(batch[k].to(device) for k in ("ids", "att", "masked")))
+        run.loss(logits, batch).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += int(att.sum())
-        run_loss += loss.item()
-        run_acc += (logits.argmax(-1) == tgt).float().mean().item()
-        run_n += 1
-        if step % log_every == 0 or step == cfg.max_steps:
-            last = {"step": step, "seconds": round(time.time() - start, 1), "loss": run_loss / run_n,
-                    "acc": run_acc / run_n, "lr_factor": round(factor, 4)}
-            history.append(last)
-            log.info("warm-up step %d (%.0fs): loss %.3f acc %.3f", step, last["seconds"], last["loss"], last["acc"])
-            if on_log is not None:
-                on_log(last)
-            run_loss, run_acc, run_n = 0.0, 0.0, 0
-    if mask_vec is not None:
-        with torch.no_grad():
-            emb[tokenizer.mask_token_id] = mask_vec.detach().to(emb.dtype)
-    for p in frozen:
-        p.requires_grad_(True)
-    model.eval()
-    stats.update({"steps": step, "seconds": round(time.time() - start, 1), "tokens_seen": tokens_seen,
-                  "vocab_restricted": len(vocab_ids) if restrict else None, "history": history,
-                  "last": last})
-    log.info("warm-up done: %d steps in %.0fs (%d tokens)", step, stats["seconds"], tokens_seen)
-    if eval_texts:
+        run.end_step(time.time() - start, factor, log_every, on_log)
+    stats = run.finish(time.time() - start)
+    if before is not None:
+        stats["eval_before"] = before
         stats["eval_after"] = masked_lm_eval(model, tokenizer, eval_texts, cfg.mask_prob, seed=1234,
                                              max_length=cfg.max_length)
         log.info("warm-up: after %s", stats["eval_after"])
@@ -545,7 +643,8 @@ def load_cached_warmup(path: Union[str, Path]):
 def load_or_warmup(model_cfg: ModelConfig, warmup_cfg: WarmupConfig, texts: Sequence[str],
                    cache_dir: Union[str, Path], seed: int = 0,
                    eval_texts: Optional[Sequence[str]] = None, log_every: int = 50):
-    """The generator's starting masked LM: warmed up (cached) when needed, else the checkpoint.
+    """The generator's starting masked LM: warmed up in this process (cached) when needed, else
+    the checkpoint.
 
     Returns ``(model, tokenizer, stats)``. ``stats["cached"]`` tells whether the warm-up was
     loaded from ``cache_dir/warmup-<key>/``; ``stats["skipped"]`` that none was needed. The
@@ -554,38 +653,49 @@ def load_or_warmup(model_cfg: ModelConfig, warmup_cfg: WarmupConfig, texts: Sequ
     """
     if not needs_warmup(model_cfg, warmup_cfg):
         return load_masked_lm(model_cfg, seed), load_tokenizer(model_cfg), {"skipped": True, "cached": False}
+    built: Dict[str, Any] = {}
+
+    def build(tmp: Path) -> Dict:
+        tok = load_tokenizer(model_cfg)
+        model = load_masked_lm(model_cfg, warmup_cfg.seed)
+        stats = warmup_masked_lm(model, tok, texts, warmup_cfg, seed=warmup_cfg.seed, eval_texts=eval_texts,
+                                 log_every=log_every)
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        built.update(model=model, tok=tok)
+        return stats
+
+    stats = ensure_warmup(model_cfg, warmup_cfg, texts, cache_dir, build)
+    if built:
+        return built["model"], built["tok"], stats
+    model, tok, _ = load_cached_warmup(stats["path"])
+    return model, tok, stats
+
+
+def ensure_warmup(model_cfg: ModelConfig, warmup_cfg: WarmupConfig, texts: Sequence[str],
+                  cache_dir: Union[str, Path], build: Callable[[Path], Dict]) -> Dict:
+    """The warm-up of ``texts`` in the cache, built by ``build(folder)`` (which saves the masked LM
+    and tokenizer there and returns its stats) unless ``cache_dir/warmup-<key>/`` has it; its stats
+    (``path``, ``key``, ``cached``). Concurrent runs needing the same warm-up (Tune trials,
+    pipelines sharing a cache) wait for the first one instead of computing it again; the folder
+    appears whole or not at all."""
     from dcls_core.artifacts import file_lock
 
     key = warmup_cache_key(model_cfg, warmup_cfg, texts)
     folder = Path(cache_dir) / f"warmup-{key}"
-    # concurrent runs needing the same warm-up (Tune trials, pipelines sharing a cache) wait for
-    # the first one instead of computing it again
     with file_lock(Path(cache_dir) / f".warmup-{key}.lock"):
         if (folder / STATS_FILE).exists():
-            model, tok, stats = load_cached_warmup(folder)
+            stats = json.loads((folder / STATS_FILE).read_text())
             stats.update({"cached": True, "path": str(folder), "key": key})
             log.info("generator warm-up: loaded from cache %s", folder)
-            return model, tok, stats
-        return _warm_up_into(folder, key, model_cfg, warmup_cfg, texts, eval_texts, log_every)
-
-
-def _warm_up_into(folder: Path, key: str, model_cfg: ModelConfig, warmup_cfg: WarmupConfig, texts: Sequence[str],
-                  eval_texts: Optional[Sequence[str]], log_every: int):
-    tok = load_tokenizer(model_cfg)
-    model = load_masked_lm(model_cfg, warmup_cfg.seed)
-    stats = warmup_masked_lm(model, tok, texts, warmup_cfg, seed=warmup_cfg.seed, eval_texts=eval_texts,
-                             log_every=log_every)
-    stats.update({"key": key, "base_model": model_cfg.name, "config": dataclasses.asdict(warmup_cfg)})
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    (tmp / STATS_FILE).write_text(json.dumps(stats, indent=1, default=str))
-    try:
+            return stats
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        stats = build(tmp)
+        stats.update({"key": key, "base_model": model_cfg.name, "config": dataclasses.asdict(warmup_cfg)})
+        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=1, default=str))
         os.replace(tmp, folder)
-    except OSError:  # another process finished the same warm-up first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
     stats.update({"cached": False, "path": str(folder)})
-    return model, tok, stats
+    return stats

@@ -7,7 +7,8 @@
 * fits (proxy, arms, generator): Ray Train, ``ray.num_workers`` workers (``ray.fit_workers`` per
   fit), rows as Ray Data datasets (``datasets=``), the stage folder as its storage; the
   checkpoint becomes the stage's ``model/``;
-* the generator warm-up and the baseline augmenters: one Ray task each.
+* the generator warm-up: Ray Train as well, resumable from its last checkpoint, cached;
+* the baseline augmenters: one Ray task each.
 """
 from __future__ import annotations
 
@@ -60,33 +61,19 @@ class RayExecutor:
                 "strategy": self.cfg.ray.strategy}
 
     def warmup(self, train, dev, test) -> Dict[str, Any]:
-        """The generator warm-up as one Ray task (cached under ``cache_dir``: shared by runs and trials)."""
-        import ray
-
+        """The generator warm-up as a Ray Train fit (``jobs.train_loops.warmup_loop``: DDP over
+        ``ray.fit_workers.warmup`` workers, else ``ray.num_workers``), cached under ``cache_dir`` and
+        shared by runs and trials. Its storage, ``warmup-<key>.train/`` beside the cache entry,
+        keeps the last checkpoints until the entry exists: a killed warm-up resumes from there."""
         from dcls_core.storage import cache_dir
         from dcls_core.warmup import needs_warmup
 
         cfg = self.cfg
         if not needs_warmup(cfg.model, cfg.generator.warmup):
             return {"skipped": True}
-
         from dcls_core.stages import warmup_texts
 
-        @ray.remote(num_cpus=1, max_retries=1)
-        def _warm(cfg, texts, cache, threads):
-            import logging
-            import os
-
-            progress = logging.getLogger("dcls_core.warmup")  # its step log reaches the driver's console
-            if not progress.handlers:
-                progress.addHandler(logging.StreamHandler())
-                progress.setLevel(logging.INFO)
-            from dcls_core.stages import warm_up
-
-            return warm_up(cfg, texts, cache, threads or max(1, os.cpu_count() or 1))
-
-        return ray.get(_warm.remote(cfg, warmup_texts(cfg, train, dev, test), cache_dir(cfg).resolve(),
-                                    cfg.ray.warmup_threads))
+        return warm_up_on_ray(cfg, warmup_texts(cfg, train, dev, test), cache_dir(cfg).resolve())
 
     def augment(self, train, dev, test, names, checkpoint: Optional[str]):
         """A baseline augmenter as one Ray task: (pseudo rows, its stats). ``checkpoint``: the warm-up
@@ -108,3 +95,56 @@ class RayExecutor:
 
         return ray.get(_augment.remote(cfg, train, dev, test[["text"]], list(names), checkpoint,
                                        cache_dir(cfg).resolve()))
+
+
+def latest_warmup_checkpoint(storage: Path) -> Optional[Path]:
+    """The resumable warm-up checkpoint with the most steps under ``storage`` (None: none)."""
+    import json
+
+    from jobs.train_loops import WARMUP_STATE
+
+    best, best_step = None, -1
+    for marker in Path(storage).rglob("warmup_step.json"):
+        if not (marker.parent / WARMUP_STATE).exists():
+            continue
+        step = int(json.loads(marker.read_text())["step"])
+        if step > best_step:
+            best, best_step = marker.parent, step
+    return best
+
+
+def warm_up_on_ray(cfg: Config, texts, cache: Path, fail_at_step: Optional[int] = None) -> Dict[str, Any]:
+    """Build (or find) the cached warm-up of ``texts`` with Ray Train; its stats (``path``, ``key``,
+    ``cached``, ``steps``, ``seconds``, ``resumed_from_step``, ``workers``). ``fail_at_step``: a test
+    hook, the loop dies after that step (its checkpoints stay for the next call)."""
+    import json
+
+    import pandas as pd
+
+    from dcls_core.warmup import ensure_warmup, warmup_cache_key
+    from jobs.ray_train import run_training
+    from jobs.train_loops import warmup_loop
+
+    wcfg = cfg.generator.warmup
+    storage = Path(cache) / f"warmup-{warmup_cache_key(cfg.model, wcfg, texts)}.train"
+
+    def build(tmp: Path) -> Dict[str, Any]:
+        storage.mkdir(parents=True, exist_ok=True)
+        corpus = storage / "corpus.parquet"
+        pd.DataFrame({"text": list(texts)}).to_parquet(corpus, index=False)
+        resume = latest_warmup_checkpoint(storage)
+        loop = {"model": dataclasses.asdict(cfg.model), "warmup": dataclasses.asdict(wcfg),
+                "datasets": {"corpus": str(corpus)}, "checkpoint_every": int(cfg.ray.warmup_checkpoint_every),
+                "resume_from": str(resume) if resume else None, "_fail_at_step": fail_at_step,
+                "threads": int(cfg.ray.warmup_threads)}
+        ckpt = run_training(warmup_loop, loop, fit_ray_cfg(cfg, "warmup"), storage, "warmup", keep_checkpoints=2)
+        for item in ckpt.iterdir():
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        stats = json.loads((tmp / "warmup_run.json").read_text())
+        (tmp / "warmup_run.json").unlink()
+        return stats
+
+    stats = ensure_warmup(cfg.model, wcfg, texts, cache, build)
+    shutil.rmtree(storage, ignore_errors=True)  # the entry exists: its checkpoints are spent
+    return {k: v for k, v in stats.items()
+            if k in ("skipped", "cached", "key", "path", "steps", "seconds", "resumed_from_step", "workers")}

@@ -31,15 +31,16 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- driver side
 def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[str, Any],
                  ray_cfg: RayConfig, storage_path: Union[os.PathLike, str], name: str,
-                 callbacks: Optional[list] = None) -> Path:
+                 callbacks: Optional[list] = None, keep_checkpoints: Optional[int] = None) -> Path:
     """Run ``loop_fn`` under Ray Train and return the local path of its last reported checkpoint.
 
     ``storage_path``: a folder every worker sees, or a URI (``s3://bucket/train``; see
     ``dcls_core.storage``) that Ray Train writes through ``pyarrow.fs``; a checkpoint kept on a URI
     is downloaded to a local temporary folder. ``callbacks``: Ray Train callbacks (a Tune trial
-    passes ``TuneReportCallback`` so the loop's reports reach Tune)."""
+    passes ``TuneReportCallback`` so the loop's reports reach Tune). ``keep_checkpoints``: how many
+    of the latest checkpoints stay on the storage (default: all; a warm-up reports large ones)."""
     import ray
-    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from dcls_core.storage import parse_location, require_filesystem
@@ -51,6 +52,7 @@ def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[st
     # itself, or into a local folder when the storage is a URI.
     config["_checkpoint_root"] = str(location.local_path() / name / "local_checkpoints" if not location.is_remote
                                      else Path(tempfile.mkdtemp(prefix=f"dcls-{name}-")))
+    config["_keep_checkpoints"] = keep_checkpoints
     if location.is_remote:
         require_filesystem(location)
         filesystem, path = location.filesystem()
@@ -68,7 +70,7 @@ def run_training(loop_fn: Callable[[Dict[str, Any]], None], loop_config: Dict[st
         dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(ray_cfg.use_gpu) and workers > 0),
         run_config=RunConfig(name=name, failure_config=FailureConfig(max_failures=0), callbacks=callbacks or None,
-                             **storage),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints), **storage),
     )
     mode = "local mode" if workers == 0 else f"{workers} workers, {ray_cfg.strategy}"
     log.info("Ray Train %s: %s", name, mode)
@@ -137,7 +139,11 @@ class Engine:
     """DDP / DeepSpeed / plain model behind one interface."""
 
     def __init__(self, model, ray_cfg: Dict[str, Any], lr: float, weight_decay: float = 0.0,
-                 batch_size: int = 8, grad_clip: float = 1.0):
+                 batch_size: int = 8, grad_clip: float = 1.0, param_groups: Optional[List[Dict[str, Any]]] = None,
+                 **adam: Any):
+        """``param_groups``: the loop's own AdamW groups (the warm-up's per-group learning rates);
+        default: ``dcls_core.training.optimizer_groups`` (the same as the in-process
+        ``LocalStepper``). ``adam``: further AdamW arguments (betas, eps)."""
         import torch
 
         self.strategy = ray_cfg.get("strategy", "ddp")
@@ -146,7 +152,10 @@ class Engine:
         self.deepspeed = self.strategy == "deepspeed" and self.distributed
         from dcls_core.training import adamw, optimizer_groups
 
-        params = optimizer_groups(model, weight_decay)  # the same groups as dcls_core's LocalStepper
+        params = param_groups if param_groups is not None else optimizer_groups(model, weight_decay)
+        # clip what is optimised, in the groups' order (the norm's float sum follows it): with the
+        # loop's own groups, the same steps as its in-process loop, bit for bit
+        self._clip = [p for g in param_groups for p in g["params"]] if param_groups is not None else None
         if self.deepspeed:
             import deepspeed
             import torch.distributed as dist
@@ -165,7 +174,7 @@ class Engine:
             }
             if stage == 3:
                 ds_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
-            optimizer = torch.optim.AdamW(params, lr=lr)
+            optimizer = torch.optim.AdamW(params, lr=lr, **adam)
             self.engine, self.optimizer, _, _ = deepspeed.initialize(
                 model=model, optimizer=optimizer, config=ds_config)
             self.model = self.engine
@@ -181,7 +190,7 @@ class Engine:
                     model.to("cuda")
                 self.model = model
             self._unwrapped = model
-            self.optimizer = adamw(params, lr=lr)
+            self.optimizer = adamw(params, lr=lr, **adam)
 
     @property
     def unwrapped(self):
@@ -210,7 +219,7 @@ class Engine:
             self.engine.step()
             return
         if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self._unwrapped.parameters(), self.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self._clip or self._unwrapped.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -259,6 +268,13 @@ def report(metrics: Dict[str, Any], save_fn: Optional[Callable[[Path], None]] = 
         folder.mkdir(parents=True, exist_ok=True)
         save_fn(folder)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)))
+        keep = config.get("_keep_checkpoints")
+        if keep:  # local mode keeps what it was given: drop the older ones as Ray Train would
+            import shutil
+
+            older = sorted(Path(config["_checkpoint_root"]).glob("checkpoint_*"), key=lambda p: p.stat().st_mtime)
+            for stale in older[:-int(keep)]:
+                shutil.rmtree(stale, ignore_errors=True)
         return
     with tempfile.TemporaryDirectory(prefix="dcls-ckpt-") as tmp:
         checkpoint = None

@@ -171,3 +171,107 @@ def generator_loop(config: Dict[str, Any]) -> None:
     if state is not None:  # ZeRO-3 consolidated weights of the wrapper: drop its prefix
         state = {k[len("inner."):]: v for k, v in state.items() if k.startswith("inner.")}
     rt.report(metrics, lambda folder: da.save_checkpoint(model, tokenizer, folder, state_dict=state), config)
+
+
+# --------------------------------------------------------------------------- warm-up
+WARMUP_STATE = "warmup_state.pt"  # in a resumable warm-up checkpoint, beside the weights
+
+
+def warmup_loop(config: Dict[str, Any]) -> None:
+    """The generator warm-up (``dcls_core.warmup.WarmupRun``) across the Train workers: every rank
+    trains on its rows of the same global batch (DDP averages the gradients), a checkpoint with
+    the optimiser and the run's state is reported every ``checkpoint_every`` steps, and a run that
+    finds one (``ray.train.get_checkpoint()`` or ``config["resume_from"]``) continues from it.
+    The last report carries the warmed-up masked LM (``save_pretrained``) and its stats."""
+    import time
+
+    import torch.distributed as dist
+
+    from dcls_core.config import ModelConfig, WarmupConfig
+    from dcls_core.models import load_masked_lm, load_tokenizer
+    from dcls_core.warmup import WarmupRun
+
+    ray_cfg = config["_ray"]
+    ctx = rt.context()
+    rank, world = ctx["rank"], ctx["world"]
+    if config.get("threads"):  # ray.warmup_threads
+        torch.set_num_threads(int(config["threads"]))
+    else:
+        rt.set_threads(ray_cfg)
+    model_cfg, wcfg = ModelConfig(**config["model"]), WarmupConfig(**config["warmup"])
+    tokenizer = load_tokenizer(model_cfg)
+    model = load_masked_lm(model_cfg, wcfg.seed)
+    texts = rt.dataset_frame(config, "corpus")["text"].astype(str).tolist()
+    run = WarmupRun(model, tokenizer, texts, wcfg)
+    engine = rt.Engine(run.objective, ray_cfg, lr=wcfg.lr, batch_size=wcfg.batch_size,
+                       param_groups=run.param_groups, betas=(0.9, 0.98), eps=1e-6)
+    spent = 0.0
+    resume = _resume_folder(config)
+    if resume is not None:
+        state = torch.load(resume / WARMUP_STATE, map_location="cpu", weights_only=False)
+        engine.unwrapped.load_state_dict(state["objective"])
+        if state.get("optimizer") is not None and not engine.deepspeed:
+            engine.optimizer.load_state_dict(state["optimizer"])
+        spent = run.restore(state["run"])
+        if rank == 0:
+            log.info("warm-up: resumed from step %d (%s)", run.step, resume)
+    resumed_from = run.step
+    every = int(config.get("checkpoint_every") or 0)
+    fail_at = config.get("_fail_at_step")  # test hook: the worker dies after this step
+    device = engine.device
+    start = time.time() - spent
+
+    def elapsed() -> float:  # every rank stops and schedules its lr on the same clock: rank 0's
+        seconds = torch.tensor([time.time() - start], dtype=torch.float64)
+        if world > 1 and dist.is_initialized():
+            dist.broadcast(seconds, src=0)
+        return float(seconds)
+
+    def save_state(folder):
+        import os
+
+        optimizer = None if engine.deepspeed else engine.optimizer.state_dict()
+        tmp = folder / f"{WARMUP_STATE}.tmp"  # whole or absent: a driver may look for it after a kill
+        torch.save({"objective": engine.unwrapped.state_dict(), "optimizer": optimizer,
+                    "run": run.state(now)}, tmp)
+        os.replace(tmp, folder / WARMUP_STATE)
+        (folder / "warmup_step.json").write_text(json.dumps({"step": run.step}))
+
+    engine.train()
+    now = elapsed()
+    while not run.done(now):
+        factor = run.set_lr(engine.optimizer, now)
+        batch = run.next_batch(rank, world)
+        logits = engine.model(*(batch[k].to(device) for k in ("ids", "att", "masked")))
+        engine.backward(run.loss(logits, batch, world))
+        engine.step()
+        now = elapsed()
+        run.end_step(now, factor, log_every=int(config.get("log_every", 50)))
+        if fail_at is not None and run.step == int(fail_at):
+            raise RuntimeError(f"warm-up: test hook _fail_at_step={fail_at}")
+        if every and run.step % every == 0 and not run.done(now):
+            rt.report({"step": run.step, "seconds": round(now, 1), **run.last}, save_state, config)
+    stats = run.finish(now)
+    stats["resumed_from_step"] = resumed_from
+    stats["workers"] = world
+
+    def save_final(folder):
+        model.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+        (folder / "warmup_run.json").write_text(json.dumps(stats, indent=1, default=str))
+
+    rt.report({"step": run.step, "seconds": round(now, 1), "done": True}, save_final, config)
+
+
+def _resume_folder(config: Dict[str, Any]):
+    """The checkpoint a warm-up continues from: Ray Train's (a restarted run) or the driver's."""
+    from pathlib import Path
+
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        folder = Path(rt._local_checkpoint(checkpoint, "warmup"))
+        if (folder / WARMUP_STATE).exists():
+            return folder
+    return Path(config["resume_from"]) if config.get("resume_from") else None

@@ -128,3 +128,78 @@ def test_warmup_config_validation():
         WarmupConfig(mask_prob=0.3, mask_prob_max=0.2)
     with pytest.raises(ConfigError):
         WarmupConfig(selection="shortest")
+
+
+def _weights_digest(model) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _ray_warmup_cfg(workers: int):
+    from dcls_core.config import load_config
+
+    return load_config(["model=tiny", f"ray.num_workers={workers}", "ray.num_cpus=4", "generator.warmup.enabled=true",
+                        "generator.warmup.max_steps=12", "generator.warmup.max_seconds=0",
+                        "generator.warmup.batch_size=16", "generator.warmup.max_length=32",
+                        "ray.warmup_checkpoint_every=2"])
+
+
+def _run_killed_then_resumed(cfg, cache: Path):
+    """A warm-up that dies after step 7 (checkpoints at 2, 4, 6), then the same call again."""
+    import ray
+
+    from jobs.ray_executor import warm_up_on_ray
+    from jobs.ray_runtime import init_ray
+
+    init_ray(cfg.ray)
+    try:
+        with pytest.raises(Exception, match="_fail_at_step=7"):
+            warm_up_on_ray(cfg, TOY, cache, fail_at_step=7)
+        left = sorted(int(__import__("json").loads(p.read_text())["step"]) for p in cache.rglob("warmup_step.json"))
+        stats = warm_up_on_ray(cfg, TOY, cache)
+        again = warm_up_on_ray(cfg, TOY, cache)
+    finally:
+        ray.shutdown()
+    return left, stats, again
+
+
+@pytest.mark.ray
+def test_ray_warmup_killed_resumes_from_its_last_checkpoint_and_matches_one_process(tmp_path, tiny_model_cfg,
+                                                                                 tokenizer):
+    """Ray Train local mode: the killed warm-up kept its last two checkpoints, the rerun continues
+    from step 6 (not 0), and the result is the very same model as one uninterrupted warm-up in
+    this process (same batches, masks, dropout)."""
+    from dcls_core.warmup import load_cached_warmup, warmup_masked_lm
+
+    cfg = _ray_warmup_cfg(0)
+    left, stats, again = _run_killed_then_resumed(cfg, tmp_path)
+    assert left == [4, 6]  # older checkpoints pruned
+    assert stats["resumed_from_step"] == 6 and stats["steps"] == 12 and stats["cached"] is False
+    assert again["cached"] is True and again["path"] == stats["path"]
+    assert not list(tmp_path.glob("*.train"))  # the checkpoints go once the cache entry exists
+    resumed, _, saved = load_cached_warmup(stats["path"])
+    assert saved["steps"] == 12 and [h["step"] for h in saved["history"]] == [12]
+
+    reference = load_masked_lm(tiny_model_cfg, cfg.generator.warmup.seed)
+    warmup_masked_lm(reference, tokenizer, TOY, cfg.generator.warmup)
+    assert _weights_digest(resumed) == _weights_digest(reference)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_warmup_ddp_two_workers_resumes_and_learns(tmp_path, tokenizer):
+    from dcls_core.warmup import load_cached_warmup, masked_lm_eval
+
+    cfg = _ray_warmup_cfg(2)
+    left, stats, _ = _run_killed_then_resumed(cfg, tmp_path)
+    assert left == [4, 6]  # Ray Train kept the last two
+    assert stats["workers"] == 2 and stats["resumed_from_step"] == 6 and stats["steps"] == 12
+    model, _, _ = load_cached_warmup(stats["path"])
+    fresh = load_masked_lm(cfg.model, cfg.generator.warmup.seed)
+    assert masked_lm_eval(model, tokenizer, TOY, 0.15, seed=1)["ce"] < masked_lm_eval(fresh, tokenizer, TOY, 0.15,
+                                                                                      seed=1)["ce"] - 1.0
