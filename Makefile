@@ -35,5 +35,9 @@ wordnet:
 demo: $(STAMP)
 	$(PY) jobs/pipeline.py experiment=demo $(ARGS)
 
+# Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay together): most of
+# the suite waits on Ray and process start-up, so 2 processes on 2 cores overlap the waits.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) wordnet
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)

@@ -442,17 +442,28 @@ def run_throughput(args: argparse.Namespace) -> None:
                     "processor": platform.processor() or platform.machine(), "gpu": torch.cuda.is_available()},
         "model": f"{args.model} (a fresh masked-LM head where it has none)", "texts": f"first {len(texts)} SST-2 training sentences",
         "max_length": args.max_length, "repeats": f"best of {args.repeats} after one warm-up call"}
+    out = Path(args.out)
+
+    def save() -> None:  # after every section: a stopped run keeps what it measured
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        os.replace(tmp, out)
+
     log.info("generation: %d sentences x %d pseudo samples", len(texts), args.n)
     result["generation"] = measure_generation(texts, args.n, args.batch_size, args.max_length, args.repeats,
                                               args.model)
     log.info("generation: %s", result["generation"])
+    save()
     result["scoring"] = measure_scoring(texts, args.batch_size, args.max_length, args.repeats, args.model)
     log.info("scoring: %s", result["scoring"])
     result["peer"] = measure_peer(texts[:args.peer_texts], args.max_length, args.repeats, args.model)
     log.info("peer: %s", result["peer"])
+    save()
     if args.train_steps:
         result["training"] = measure_training(texts, args.model, args.train_batch_size, args.max_length,
                                               args.train_warmup, args.train_steps)
+        save()
     if args.scale_sizes:
         import tempfile
 
@@ -464,11 +475,7 @@ def run_throughput(args: argparse.Namespace) -> None:
                                         args.max_length, args.batch_size),
                 "actors": [measure_scale(corpus, [args.actor_rows], args.model, args.n, a, Path(tmp) / f"actors{a}",
                                          args.max_length, args.batch_size) for a in (1, 2)]}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, out)
+    save()
     print(json.dumps(result, indent=1))
 
 
