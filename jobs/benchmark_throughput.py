@@ -60,7 +60,7 @@ def _texts(n: int, data_root: str | None) -> List[str]:
 
 
 def measure_generation(texts: List[str], n: int, batch_size: int, max_length: int, repeats: int,
-                       model: str = "minilm") -> Dict[str, Any]:
+                       model: str = "minilm", reverse_steps: int = 4, profile: int = 0) -> Dict[str, Any]:
     import pandas as pd
     import torch
 
@@ -69,7 +69,7 @@ def measure_generation(texts: List[str], n: int, batch_size: int, max_length: in
     from dcls_core.models import load_masked_lm, load_tokenizer, masked_lm_logits
     from dcls_core.prompting import add_label_tokens, encode_prompted
 
-    cfg = GeneratorConfig(reverse_steps=4)
+    cfg = GeneratorConfig(reverse_steps=reverse_steps)
     model_cfg = ModelConfig(name=model)
     tok, model = load_tokenizer(model_cfg), load_masked_lm(model_cfg, seed=0).eval()
     label_ids = add_label_tokens(tok, model, ["negative", "positive"])
@@ -103,12 +103,32 @@ def measure_generation(texts: List[str], n: int, batch_size: int, max_length: in
                     masked_lm_logits(model, ids, mask, masked)
 
     stage_s, bare_s = _timed(stage, repeats), _timed(bare, repeats)
-    return {"pseudo_samples": samples, "reverse_steps": cfg.reverse_steps, "batch_size": batch_size,
+    out = {"pseudo_samples": samples, "reverse_steps": cfg.reverse_steps, "batch_size": batch_size,
             "masked_share": round(masked_share, 3), "tokens_x_steps": tokens,
             "stage_seconds": round(stage_s, 2), "bare_seconds": round(bare_s, 2),
             "pseudo_per_s": round(samples / stage_s, 1), "tokens_per_s": round(tokens / stage_s, 0),
             "bare_pseudo_per_s": round(samples / bare_s, 1), "ratio": round(bare_s / stage_s, 3),
             "sampling": {"top_k": cfg.top_k, "top_p": cfg.top_p, "temperature": cfg.temperature}}
+    if profile:
+        out["profile"] = profile_top(stage, profile)
+    return out
+
+
+def profile_top(fn: Callable[[], Any], top: int) -> Dict[str, Any]:
+    """One cProfiled call of ``fn``: its wall time and the ``top`` functions by own time."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.runcall(fn)
+    total = time.perf_counter() - start
+    stats = pstats.Stats(prof).stats  # {(file, line, name): (calls, _, own, cumulative, _)}
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return {"seconds": round(total, 2),
+            "top_own_seconds": [{"function": f"{Path(f).name}:{line}({name})", "calls": v[0],
+                                 "own_s": round(v[2], 3), "cumulative_s": round(v[3], 3)}
+                                for (f, line, name), v in rows]}
 
 
 def measure_scoring(texts: List[str], batch_size: int, max_length: int, repeats: int,
@@ -452,13 +472,20 @@ def run_throughput(args: argparse.Namespace) -> None:
 
     log.info("generation: %d sentences x %d pseudo samples", len(texts), args.n)
     result["generation"] = measure_generation(texts, args.n, args.batch_size, args.max_length, args.repeats,
-                                              args.model)
+                                              args.model, args.reverse_steps, args.profile)
     log.info("generation: %s", result["generation"])
+    save()
+    # the peer comparison at one reverse step (the authors' one-pass decoding) as well
+    result["generation_one_step"] = measure_generation(texts, args.n, args.batch_size, args.max_length,
+                                                       args.repeats, args.model, 1)
     save()
     result["scoring"] = measure_scoring(texts, args.batch_size, args.max_length, args.repeats, args.model)
     log.info("scoring: %s", result["scoring"])
     result["peer"] = measure_peer(texts[:args.peer_texts], args.max_length, args.repeats, args.model)
     log.info("peer: %s", result["peer"])
+    peer_rate = result["peer"]["texts_per_s"]
+    result["vs_peer"] = {"default_steps": round(result["generation"]["pseudo_per_s"] / peer_rate, 2),
+                         "one_step": round(result["generation_one_step"]["pseudo_per_s"] / peer_rate, 2)}
     save()
     if args.train_steps:
         result["training"] = measure_training(texts, args.model, args.train_batch_size, args.max_length,
@@ -483,6 +510,9 @@ def add_throughput(sub) -> None:
     p = sub.add_parser("throughput", help="generation and scoring against the bare model; a masked-LM peer")
     p.add_argument("--sentences", type=int, default=256, help="SST-2 training sentences (x n pseudo samples)")
     p.add_argument("--n", type=int, default=4, help="pseudo samples per sentence")
+    p.add_argument("--reverse-steps", type=int, default=4, help="k of the main generation figure")
+    p.add_argument("--profile", type=int, default=0,
+                   help="also cProfile one generation call and record its N costliest functions")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--peer-texts", type=int, default=128)

@@ -25,6 +25,17 @@ def test_generation_is_timed_against_k_bare_forward_passes_over_the_same_rows():
     assert out["ratio"] > 0 and out["pseudo_per_s"] > 0
 
 
+def test_one_step_generation_counts_one_pass_and_the_profile_names_its_costliest_functions():
+    four = bt.measure_generation(TEXTS, n=2, batch_size=4, max_length=32, repeats=1, model="tiny")
+    one = bt.measure_generation(TEXTS, n=2, batch_size=4, max_length=32, repeats=1, model="tiny",
+                                reverse_steps=1, profile=5)
+    assert one["reverse_steps"] == 1 and one["tokens_x_steps"] * 4 == four["tokens_x_steps"]
+    top = one["profile"]["top_own_seconds"]
+    assert len(top) == 5 and one["profile"]["seconds"] > 0
+    own = [row["own_s"] for row in top]
+    assert own == sorted(own, reverse=True) and all(row["calls"] >= 1 for row in top)
+
+
 def test_scoring_and_the_peer_report_their_rates():
     scoring = bt.measure_scoring(TEXTS, batch_size=4, max_length=32, repeats=1, model="tiny")
     assert scoring["sentences"] == len(TEXTS) and scoring["ratio"] > 0

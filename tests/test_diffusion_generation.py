@@ -337,23 +337,49 @@ def test_generator_learns_label_conditional_fills(tokenizer, base_model, one_thr
         assert share >= 0.8, (label, share, fills)
 
 
+def _strict_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Reference in float64 by a full sort: keep a token when the mass of the tokens strictly
+    more probable than it is <= top_p."""
+    p = probs.double()
+    asc, _ = p.sort(dim=-1)
+    upto = asc.cumsum(dim=-1)  # mass of the tokens <= each sorted value
+    at = torch.searchsorted(asc, p, right=True) - 1
+    above = upto[:, -1:] - upto.gather(-1, at)
+    return (above <= top_p) & (p > 0)
+
+
 @pytest.mark.parametrize("sharpness", [0.01, 1.0, 8.0])
-def test_nucleus_candidates_hold_the_same_nucleus_as_a_full_sort(sharpness):
-    """Widening top-k instead of sorting the vocabulary keeps exactly the full-sort nucleus
-    (flat rows widen to the whole vocabulary, peaked ones stop at the first width)."""
+def test_nucleus_threshold_keeps_the_full_sort_nucleus(sharpness):
+    """Bucketing the mass by bit pattern and sorting only the boundary bucket keeps exactly the
+    nucleus of a float64 full sort, ties at the boundary included, forbidden (p = 0) ids never."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(40, 3000, generator=g) * sharpness
     logits[:5] *= 20  # a few very peaked rows in the same batch as flat ones
+    logits[5:10, 100:140] = logits[5:10, 99:100]  # runs of tied probabilities
+    logits[:, :7] = float("-inf")  # forbidden ids
     probs = torch.softmax(logits, dim=-1)
+    for top_p in (0.5, 0.9):
+        thr = generation.nucleus_threshold(probs, top_p)
+        kept = probs.view(torch.int32) >= thr.unsqueeze(-1)
+        assert torch.equal(kept, _strict_nucleus(probs, top_p))
+        assert not kept[:, :7].any()
 
-    def nucleus(vals, idx, top_p=0.9):
-        keep = (vals.cumsum(dim=-1) - vals) <= top_p
-        return [set(i[k & (v > 0)].tolist()) for v, i, k in zip(vals, idx, keep)]
 
-    full = nucleus(*probs.sort(dim=-1, descending=True))
-    vals, idx = generation.nucleus_candidates(probs, 0.9)
-    assert nucleus(vals, idx) == full
-    assert bool((vals[:, :-1] >= vals[:, 1:]).all())  # descending, zero padding at the end
-    assert torch.allclose(vals, probs.gather(-1, idx) * (vals > 0))
-    if sharpness == 8.0:
-        assert vals.shape[1] < 3000  # peaked rows never sort the whole vocabulary
+def test_nucleus_sampling_draws_the_nucleus_distribution_on_both_paths():
+    """Inverse-CDF draws over a grid of M uniforms give each nucleus token M * p / P(nucleus)
+    draws (+-1) and the rest none, whether a row draws from its sorted top-k (peaked) or in
+    vocabulary order from the threshold (flat): the two paths sample the same distribution."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 200, generator=g) * torch.tensor([[0.3], [1.5], [6.0]])
+    probs = torch.softmax(logits, dim=-1)
+    m = 4000
+    u = (torch.arange(m, dtype=torch.float32) + 0.5) / m
+    rows = probs.repeat_interleave(m, dim=0)
+    grid = u.repeat(3)
+    nucleus = _strict_nucleus(probs, 0.9)
+    want = m * torch.where(nucleus, probs.double(), 0) / torch.where(nucleus, probs.double(), 0).sum(-1, keepdim=True)
+    for widths in ((8,), (200,)):  # (8,): the threshold path for the flat rows; (200,): sorted only
+        tokens = generation._nucleus_sample(rows, grid, 0.9, widths=widths).view(3, m)
+        counts = torch.zeros(3, 200, dtype=torch.float64).scatter_add_(1, tokens, torch.ones(3, m, dtype=torch.float64))
+        assert float((counts - want).abs().max()) <= 1.0 + 1e-6, widths
+        assert not bool((counts[~nucleus] > 0).any())
