@@ -241,12 +241,18 @@ def train_bench_loop(config: Dict[str, Any]) -> None:
     engine.train()
     seconds = _timed_steps(step, batches, config["warmup"], config["steps"])
     metrics = {"samples_per_s": ctx["world"] * config["batch_size"] * config["steps"] / seconds, "seconds": seconds}
+    if config.get("profile"):  # as many steps again, untimed: every rank steps, rank 0 profiles its own
+        again = lambda: _timed_steps(step, batches, 0, config["steps"])  # noqa: E731
+        if ctx["rank"] == 0:
+            metrics["profile"] = profile_top(again, config["profile"])
+        else:
+            again()
     # Ray Train V2 hands the driver a run's metrics with its checkpoint: rank 0's figures go in one
     rt.report(metrics, lambda folder: (folder / "metrics.json").write_text(json.dumps(metrics)), config)
 
 
 def measure_training(texts: List[str], model: str, batch_size: int, max_length: int, warmup: int,
-                     steps: int) -> Dict[str, Any]:
+                     steps: int, profile: int = 0) -> Dict[str, Any]:
     """Samples/s of the classifier step at steady state: a plain PyTorch loop in this process (all
     cores, the same AdamW and clipping as ``dcls_core.training.LocalStepper``) against the Ray Train
     loop through ``Engine`` in local mode, DDP and DeepSpeed ZeRO-2 (2 workers each)."""
@@ -286,13 +292,17 @@ def measure_training(texts: List[str], model: str, batch_size: int, max_length: 
                 train_bench_loop, scaling_config=ScalingConfig(num_workers=workers),
                 train_loop_config={"_ray": dataclasses.asdict(ray_cfg), "model": model, "texts": texts,
                                    "batch_size": batch_size, "max_length": max_length, "warmup": warmup,
-                                   "steps": steps, "_checkpoint_root": str(storage / "local_checkpoints")},
+                                   "steps": steps, "profile": profile,
+                                   "_checkpoint_root": str(storage / "local_checkpoints")},
                 run_config=RunConfig(name=f"train-{name}", storage_path=str(storage)))
             result = trainer.fit()
             if result.error is not None:
                 raise result.error
-            rate = float(json.loads((Path(result.checkpoint.path) / "metrics.json").read_text())["samples_per_s"])
+            metrics = json.loads((Path(result.checkpoint.path) / "metrics.json").read_text())
+            rate = float(metrics["samples_per_s"])
             out[name] = {"workers": workers, "samples_per_s": round(rate, 1), "ratio": round(rate / plain, 3)}
+            if "profile" in metrics:
+                out[name]["profile_rank0"] = metrics["profile"]
             log.info("training %s: %s", name, out[name])
     finally:
         ray.shutdown()
@@ -452,46 +462,69 @@ def measure_scale(texts: List[str], sizes: List[int], model: str, n: int, actors
     return {"model": model, "n": n, "actors": actors, "runs": runs}
 
 
+SECTIONS = ("generation", "scoring", "peer", "training", "scaling")
+
+
+def _sections(spec: str) -> List[str]:
+    names = [x.strip() for x in spec.split(",") if x.strip()]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown or not names:
+        raise SystemExit(f"--sections: unknown {unknown or spec!r}; choose from {', '.join(SECTIONS)}")
+    return names
+
+
 def run_throughput(args: argparse.Namespace) -> None:
+    import datetime
+
     import torch
 
+    sections = _sections(args.sections)
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     texts = _texts(args.sentences, args.data_root)
-    result: Dict[str, Any] = {
+    out = Path(args.out)
+    # a partial run updates its sections of the file and keeps the others (each section says when)
+    result: Dict[str, Any] = json.loads(out.read_text()) if set(sections) != set(SECTIONS) and out.exists() else {}
+    result.update({
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine(), "gpu": torch.cuda.is_available()},
         "model": f"{args.model} (a fresh masked-LM head where it has none)", "texts": f"first {len(texts)} SST-2 training sentences",
-        "max_length": args.max_length, "repeats": f"best of {args.repeats} after one warm-up call"}
-    out = Path(args.out)
+        "max_length": args.max_length, "repeats": f"best of {args.repeats} after one warm-up call"})
+    measured = result.setdefault("measured", {})
 
-    def save() -> None:  # after every section: a stopped run keeps what it measured
+    def save(*names: str) -> None:  # after every section: a stopped run keeps what it measured
+        for name in names:
+            measured[name] = datetime.datetime.now().isoformat(timespec="seconds")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(json.dumps(result, indent=1) + "\n")
         os.replace(tmp, out)
 
-    log.info("generation: %d sentences x %d pseudo samples", len(texts), args.n)
-    result["generation"] = measure_generation(texts, args.n, args.batch_size, args.max_length, args.repeats,
-                                              args.model, args.reverse_steps, args.profile)
-    log.info("generation: %s", result["generation"])
-    save()
-    # the peer comparison at one reverse step (the authors' one-pass decoding) as well
-    result["generation_one_step"] = measure_generation(texts, args.n, args.batch_size, args.max_length,
-                                                       args.repeats, args.model, 1)
-    save()
-    result["scoring"] = measure_scoring(texts, args.batch_size, args.max_length, args.repeats, args.model)
-    log.info("scoring: %s", result["scoring"])
-    result["peer"] = measure_peer(texts[:args.peer_texts], args.max_length, args.repeats, args.model)
-    log.info("peer: %s", result["peer"])
-    peer_rate = result["peer"]["texts_per_s"]
-    result["vs_peer"] = {"default_steps": round(result["generation"]["pseudo_per_s"] / peer_rate, 2),
-                         "one_step": round(result["generation_one_step"]["pseudo_per_s"] / peer_rate, 2)}
-    save()
-    if args.train_steps:
+    if "generation" in sections:
+        log.info("generation: %d sentences x %d pseudo samples", len(texts), args.n)
+        result["generation"] = measure_generation(texts, args.n, args.batch_size, args.max_length, args.repeats,
+                                                  args.model, args.reverse_steps, args.profile)
+        log.info("generation: %s", result["generation"])
+        # the peer comparison at one reverse step (the authors' one-pass decoding) as well
+        result["generation_one_step"] = measure_generation(texts, args.n, args.batch_size, args.max_length,
+                                                           args.repeats, args.model, 1)
+        save("generation")
+    if "scoring" in sections:
+        result["scoring"] = measure_scoring(texts, args.batch_size, args.max_length, args.repeats, args.model)
+        log.info("scoring: %s", result["scoring"])
+        save("scoring")
+    if "peer" in sections:
+        result["peer"] = measure_peer(texts[:args.peer_texts], args.max_length, args.repeats, args.model)
+        log.info("peer: %s", result["peer"])
+        save("peer")
+    if "generation" in result and "peer" in result:
+        peer_rate = result["peer"]["texts_per_s"]
+        result["vs_peer"] = {"default_steps": round(result["generation"]["pseudo_per_s"] / peer_rate, 2),
+                             "one_step": round(result["generation_one_step"]["pseudo_per_s"] / peer_rate, 2)}
+    if "training" in sections and args.train_steps:
         result["training"] = measure_training(texts, args.model, args.train_batch_size, args.max_length,
-                                              args.train_warmup, args.train_steps)
-        save()
-    if args.scale_sizes:
+                                              args.train_warmup, args.train_steps, args.profile)
+        save("training")
+    if "scaling" in sections and args.scale_sizes:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="dcls-scale-") as tmp:
@@ -502,6 +535,7 @@ def run_throughput(args: argparse.Namespace) -> None:
                                         args.max_length, args.batch_size),
                 "actors": [measure_scale(corpus, [args.actor_rows], args.model, args.n, a, Path(tmp) / f"actors{a}",
                                          args.max_length, args.batch_size) for a in (1, 2)]}
+        save("scaling")
     save()
     print(json.dumps(result, indent=1))
 
@@ -510,9 +544,11 @@ def add_throughput(sub) -> None:
     p = sub.add_parser("throughput", help="generation and scoring against the bare model; a masked-LM peer")
     p.add_argument("--sentences", type=int, default=256, help="SST-2 training sentences (x n pseudo samples)")
     p.add_argument("--n", type=int, default=4, help="pseudo samples per sentence")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help="what to measure; a subset updates those sections of --out and keeps the rest")
     p.add_argument("--reverse-steps", type=int, default=4, help="k of the main generation figure")
     p.add_argument("--profile", type=int, default=0,
-                   help="also cProfile one generation call and record its N costliest functions")
+                   help="also cProfile one generation call and each trainer's steps (rank 0); record the N costliest functions")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--peer-texts", type=int, default=128)

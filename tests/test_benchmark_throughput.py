@@ -42,3 +42,27 @@ def test_scoring_and_the_peer_report_their_rates():
     assert scoring["sentences_per_s"] > 0 and scoring["bare_sentences_per_s"] > 0
     peer = bt.measure_peer(TEXTS[:4], max_length=32, repeats=1, model="tiny")
     assert peer["texts"] == 4 and peer["texts_per_s"] > 0
+
+
+def _throughput_args(*argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bt.add_throughput(parser.add_subparsers())
+    return parser.parse_args(["throughput", *argv])
+
+
+def test_a_partial_run_updates_its_sections_of_the_file_and_keeps_the_others(tmp_path):
+    import json
+
+    out = tmp_path / "throughput.json"
+    out.write_text(json.dumps({"generation": {"ratio": 0.5}, "measured": {"generation": "earlier"}}))
+    args = _throughput_args("--sections", "scoring", "--model", "tiny", "--sentences", "8", "--repeats", "1",
+                            "--threads", "1", "--out", str(out))
+    args.func(args)
+    got = json.loads(out.read_text())
+    assert got["generation"] == {"ratio": 0.5} and got["measured"]["generation"] == "earlier"
+    assert got["scoring"]["sentences"] == 8 and got["measured"]["scoring"] != "earlier"
+    assert not {"peer", "training", "scaling", "vs_peer"} & set(got)
+    with pytest.raises(SystemExit, match="unknown"):
+        bt.run_throughput(_throughput_args("--sections", "scoring,speed", "--out", str(out)))
