@@ -157,11 +157,19 @@ def _nucleus_sample(probs: torch.Tensor, u: torch.Tensor, top_p: float,
     rows = torch.arange(n, device=probs.device)
     left = probs
     for width in widths:
-        vals, idx = left.topk(min(width, vocab), dim=-1)
+        width = min(width, vocab)
+        # a top-w holds at most w times the row's largest probability: skip the rows it cannot hold
+        tried = (left.amax(-1) * width > top_p) | (width == vocab)
+        if not bool(tried.any()):
+            continue
+        vals, idx = (left if bool(tried.all()) else left[tried]).topk(width, dim=-1)
         held = vals.sum(-1) > top_p
-        picked = _inverse_cdf(_sorted_nucleus(vals[held], top_p), u[rows[held]])
-        tokens[rows[held]] = idx[held].gather(-1, picked.unsqueeze(-1)).squeeze(-1)
-        rows, left = rows[~held], left[~held]
+        done = tried.nonzero(as_tuple=True)[0][held]  # positions in ``left``
+        picked = _inverse_cdf(_sorted_nucleus(vals[held], top_p), u[rows[done]])
+        tokens[rows[done]] = idx[held].gather(-1, picked.unsqueeze(-1)).squeeze(-1)
+        rest = torch.ones_like(tried)
+        rest[done] = False
+        rows, left = rows[rest], left[rest]
         if not rows.numel():
             return tokens
     key = left.float().contiguous().view(torch.int32)

@@ -370,16 +370,17 @@ def test_nucleus_sampling_draws_the_nucleus_distribution_on_both_paths():
     draws (+-1) and the rest none, whether a row draws from its sorted top-k (peaked) or in
     vocabulary order from the threshold (flat): the two paths sample the same distribution."""
     g = torch.Generator().manual_seed(3)
-    logits = torch.randn(3, 200, generator=g) * torch.tensor([[0.3], [1.5], [6.0]])
+    logits = torch.randn(4, 200, generator=g) * torch.tensor([[0.3], [1.5], [6.0], [0.3]])
+    logits[3, 17] = 5.0  # one likely token over a flat rest: a top-8 is tried and falls short
     probs = torch.softmax(logits, dim=-1)
     m = 4000
     u = (torch.arange(m, dtype=torch.float32) + 0.5) / m
     rows = probs.repeat_interleave(m, dim=0)
-    grid = u.repeat(3)
+    grid = u.repeat(4)
     nucleus = _strict_nucleus(probs, 0.9)
     want = m * torch.where(nucleus, probs.double(), 0) / torch.where(nucleus, probs.double(), 0).sum(-1, keepdim=True)
     for widths in ((8,), (200,)):  # (8,): the threshold path for the flat rows; (200,): sorted only
-        tokens = generation._nucleus_sample(rows, grid, 0.9, widths=widths).view(3, m)
-        counts = torch.zeros(3, 200, dtype=torch.float64).scatter_add_(1, tokens, torch.ones(3, m, dtype=torch.float64))
+        tokens = generation._nucleus_sample(rows, grid, 0.9, widths=widths).view(4, m)
+        counts = torch.zeros(4, 200, dtype=torch.float64).scatter_add_(1, tokens, torch.ones(4, m, dtype=torch.float64))
         assert float((counts - want).abs().max()) <= 1.0 + 1e-6, widths
         assert not bool((counts[~nucleus] > 0).any())
