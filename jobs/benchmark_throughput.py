@@ -473,6 +473,19 @@ def _sections(spec: str) -> List[str]:
     return names
 
 
+def _commit() -> str:
+    """The checkout's commit (with ``+changes`` when its tracked files differ), or ``unknown``."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def run_throughput(args: argparse.Namespace) -> None:
     import datetime
 
@@ -490,10 +503,11 @@ def run_throughput(args: argparse.Namespace) -> None:
         "model": f"{args.model} (a fresh masked-LM head where it has none)", "texts": f"first {len(texts)} SST-2 training sentences",
         "max_length": args.max_length, "repeats": f"best of {args.repeats} after one warm-up call"})
     measured = result.setdefault("measured", {})
+    commit = _commit()
 
     def save(*names: str) -> None:  # after every section: a stopped run keeps what it measured
         for name in names:
-            measured[name] = datetime.datetime.now().isoformat(timespec="seconds")
+            measured[name] = {"at": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit}
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(json.dumps(result, indent=1) + "\n")
