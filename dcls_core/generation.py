@@ -91,8 +91,9 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cdf = weights.cumsum(dim=-1)
     target = (u.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
     pick = torch.searchsorted(cdf, target, right=True)
-    # rounding can put u * total at the very top: fall back to the last allowed column
-    last_allowed = cdf.shape[-1] - 1 - (weights > 0).flip(-1).float().argmax(-1, keepdim=True)
+    # rounding can put u * total at the very top: fall back to the last allowed column, the first
+    # where the cdf reaches its total (it rose there, so its weight is > 0)
+    last_allowed = torch.searchsorted(cdf, cdf[:, -1:].contiguous())
     return torch.minimum(pick, last_allowed).squeeze(-1)
 
 

@@ -384,3 +384,10 @@ def test_nucleus_sampling_draws_the_nucleus_distribution_on_both_paths():
         counts = torch.zeros(4, 200, dtype=torch.float64).scatter_add_(1, tokens, torch.ones(4, m, dtype=torch.float64))
         assert float((counts - want).abs().max()) <= 1.0 + 1e-6, widths
         assert not bool((counts[~nucleus] > 0).any())
+
+def test_inverse_cdf_never_draws_a_zero_weight_column_even_at_u_0_and_1():
+    w = torch.tensor([[0.5, 0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1e-12, 0.0, 0.0]])
+    for u in (0.0, 1.0, 0.5):
+        picks = generation._inverse_cdf(w, torch.full((3,), u))
+        assert bool((w.gather(-1, picks.unsqueeze(-1)) > 0).all()), (u, picks)
+    assert generation._inverse_cdf(w, torch.ones(3)).tolist() == [2, 2, 1]  # the last column the cdf rises at
