@@ -174,7 +174,7 @@ class Engine:
             }
             if stage == 3:
                 ds_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
-            optimizer = torch.optim.AdamW(params, lr=lr, **adam)
+            optimizer = adamw(params, lr=lr, **adam)  # fused: DeepSpeed steps it over its flat partition
             self.engine, self.optimizer, _, _ = deepspeed.initialize(
                 model=model, optimizer=optimizer, config=ds_config)
             self.model = self.engine
