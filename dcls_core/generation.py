@@ -105,9 +105,8 @@ def _sorted_nucleus(vals: torch.Tensor, top_p: float) -> torch.Tensor:
     return vals.masked_fill(before > top_p, 0.0)  # keeps the token crossing top_p
 
 
-def nucleus_threshold(probs: torch.Tensor, top_p: float, coarse_shift: int = 19) -> torch.Tensor:
-    """The nucleus of each row of ``probs`` [N, V] without sorting the vocabulary: the smallest
-    kept probability, as its float32 bit pattern [N] (int32; a row keeps ``probs.view(int32) >= it``).
+def nucleus_mask(probs: torch.Tensor, top_p: float, coarse_shift: int = 19) -> torch.Tensor:
+    """The nucleus of each row of ``probs`` [N, V] without sorting the vocabulary: bool [N, V].
 
     A token is kept when the mass of the tokens strictly more probable than it is <= ``top_p``
     (tokens tied at the boundary are all kept). Non-negative float32s order like their bit
@@ -143,15 +142,16 @@ def nucleus_threshold(probs: torch.Tensor, top_p: float, coarse_shift: int = 19)
     before = before[tie_first][group]
     keep = before <= top_p
     # a row whose whole mass is <= top_p (no bucket crosses) keeps every token with probability > 0
-    thr = torch.ones(n, dtype=torch.int32, device=probs.device)
-    return thr.scatter_reduce(0, rows[keep], k[keep], reduce="amin", include_self=False)
+    thr = torch.ones(n, dtype=torch.int32, device=probs.device)  # the smallest kept bit pattern
+    thr = thr.scatter_reduce(0, rows[keep], k[keep], reduce="amin", include_self=False)
+    return key >= thr.unsqueeze(-1)
 
 
 def _nucleus_sample(probs: torch.Tensor, u: torch.Tensor, top_p: float,
                     widths: Sequence[int] = (64, 1024)) -> torch.Tensor:
     """Token ids drawn from each row's nucleus. Peaked rows (whose top-``width`` already holds
     ``top_p`` of the mass) draw from their sorted top candidates; the rest, flat rows such as a
-    fresh head predicts, draw in vocabulary order from ``nucleus_threshold`` (a whole-vocabulary
+    fresh head predicts, draw in vocabulary order from ``nucleus_mask`` (a whole-vocabulary
     sort cost ~30x a top-64 on CPU, more than the forward pass it follows)."""
     n, vocab = probs.shape
     tokens = torch.empty(n, dtype=torch.long, device=probs.device)
@@ -173,8 +173,7 @@ def _nucleus_sample(probs: torch.Tensor, u: torch.Tensor, top_p: float,
         rows, left = rows[rest], left[rest]
         if not rows.numel():
             return tokens
-    key = left.float().contiguous().view(torch.int32)
-    weights = left.masked_fill(key < nucleus_threshold(left, top_p).unsqueeze(-1), 0.0)
+    weights = left.masked_fill(~nucleus_mask(left, top_p), 0.0)
     tokens[rows] = _inverse_cdf(weights, u[rows])
     return tokens
 
