@@ -2,7 +2,8 @@
 speed of the bare model on the same inputs, and a peer, side by side in one process.
 
 Each figure is measured in the same run, on the same machine, the same texts and the same model
-(the embedded MiniLM; a fresh masked-LM head, since the weights do not change the cost):
+(the embedded MiniLM with a fresh masked-LM head, whose flat predictions take nucleus sampling's
+costliest path; rows whose top-64 already holds the nucleus skip it):
 
 * ``generation``: the generation stage's function (``generate_pseudo_samples``: masking, k reverse
   steps with sampling, splicing the text back) against a bare batched loop of the same model over
