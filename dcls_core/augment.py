@@ -14,9 +14,9 @@ them::
 
     aug = get_augmenter("eda", n=4)
 
-Built in: ``none`` (here), ``diffusion`` (``diffusion_augmenter``) and the baselines ``eda``,
-``aeda``, ``mlm``, ``resample``, ``backtranslation`` (``baselines``); their modules are imported
-on the first lookup. ``augmenter_from_config(cfg)`` builds the configured one with the run's configs.
+Built in: ``none`` (here), ``diffusion`` (``diffusion_augmenter``), the baselines ``eda``,
+``aeda``, ``mlm``, ``resample``, ``backtranslation`` (``baselines``) and ``retrieval`` (``retrieval``:
+proxy-labelled sentences of an unlabelled corpus); their modules are imported on the first lookup. ``augmenter_from_config(cfg)`` builds the configured one with the run's configs.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 __all__ = ["PSEUDO_COLUMNS", "Augmenter", "NoAugmenter", "empty_pseudo_frame", "register_augmenter",
-           "get_augmenter", "available_augmenters", "augmenter_from_config", "uses_masked_lm"]
+           "get_augmenter", "available_augmenters", "augmenter_from_config", "uses_masked_lm", "uses_proxy"]
 
 PSEUDO_COLUMNS: List[str] = ["id", "text", "label", "split", "is_pseudo", "source_id", "step",
                              "mask_ratio", "changed_ratio", "changed_spans"]
@@ -59,7 +59,7 @@ def empty_pseudo_frame() -> pd.DataFrame:
 _REGISTRY: Dict[str, Callable[..., Augmenter]] = {}
 T = TypeVar("T")
 # modules whose import registers the built-in augmenters (imported lazily: they import this module)
-_BUILTIN_MODULES = ("dcls_core.diffusion_augmenter", "dcls_core.baselines")
+_BUILTIN_MODULES = ("dcls_core.diffusion_augmenter", "dcls_core.baselines", "dcls_core.retrieval")
 # methods that start from the run's (warmed-up) masked LM, so the pipeline runs the warm-up for them
 _MASKED_LM_METHODS = ("diffusion", "mlm")
 
@@ -71,6 +71,11 @@ def _load_builtins() -> None:
 
 def uses_masked_lm(method: str) -> bool:
     return method in _MASKED_LM_METHODS
+
+
+def uses_proxy(augment_cfg: Any) -> bool:
+    """Whether a baseline reads the run's proxy (the raw arm): the pipeline passes it its checkpoint."""
+    return augment_cfg.method == "retrieval" and augment_cfg.retrieval.proxy == "raw"
 
 
 def register_augmenter(name: str) -> Callable[[T], T]:
@@ -111,11 +116,11 @@ class NoAugmenter:
 
 def augmenter_from_config(cfg: Any, **runtime: Any) -> Augmenter:
     """The augmenter ``cfg.augment.method`` names, given the run's configs (a ``Config``) as keywords:
-    ``model_cfg, generator_cfg, augment_cfg, classifier_cfg, max_length, data_root``; ``runtime`` adds
-    or overrides (``cache_dir``, ``dev_df``, ``exclude_texts``, ``checkpoint``). Every augmenter accepts
-    these keywords and ignores the ones it does not use."""
+    ``model_cfg, generator_cfg, augment_cfg, classifier_cfg, max_length, data_root, dataset_cfg``;
+    ``runtime`` adds or overrides (``cache_dir``, ``dev_df``, ``exclude_texts``, ``checkpoint``, ``proxy``).
+    Every augmenter accepts these keywords and ignores the ones it does not use."""
     kwargs: Dict[str, Any] = {"model_cfg": cfg.model, "generator_cfg": cfg.generator, "augment_cfg": cfg.augment,
                               "classifier_cfg": cfg.classifier, "max_length": cfg.data.max_length,
-                              "data_root": cfg.data.resolved_root()}
+                              "data_root": cfg.data.resolved_root(), "dataset_cfg": cfg.dataset}
     kwargs.update(runtime)
     return get_augmenter(cfg.augment.method, **kwargs)

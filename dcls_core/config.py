@@ -307,6 +307,26 @@ class BacktranslationConfig:
         _check(self.temperature > 0, "augment.backtranslation.temperature", "must be > 0", self.temperature)
 
 
+@dataclass
+class RetrievalConfig:
+    """Retrieval from an unlabelled in-domain corpus (dcls_core.retrieval): each original's nearest
+    corpus sentences among those the proxy confidently gives its label."""
+
+    # files or dataset presets; None: generator.warmup.corpus, or when that is empty too the dataset's
+    # own training split (its unsampled rows are the unlabelled text of a k-shot or fraction run)
+    corpus: Optional[List[str]] = None
+    quantile: float = 0.75  # confident = the proxy's top class, probability >= this quantile of the class
+    max_corpus: int = 20000  # corpus sentences scored by the proxy (generator.warmup.selection picks them)
+    # who labels and embeds the corpus: "probe" (the frozen encoder and a logistic regression on the
+    # originals: its corpus features are cached and shared by every seed) or "raw" (the raw arm)
+    proxy: str = "probe"
+
+    def __post_init__(self) -> None:
+        _one_of("augment.retrieval.proxy", self.proxy, ("probe", "raw"))
+        _check(0 <= self.quantile < 1, "augment.retrieval.quantile", "must be in [0, 1)", self.quantile)
+        _check(self.max_corpus >= 1, "augment.retrieval.max_corpus", "must be >= 1", self.max_corpus)
+
+
 # The paper's ablations of DiffusionCLS (augment.ablations), applied to the composed config by
 # Config.__post_init__, so that an experiment preset composed later cannot undo them.
 ABLATIONS = {
@@ -322,7 +342,7 @@ ABLATIONS = {
 class AugmentConfig:
     """Which augmenter, how many pseudo samples, and how they are refreshed."""
 
-    # diffusion | none | eda | aeda | mlm | resample | backtranslation (dcls_core.augment registry)
+    # diffusion | none | eda | aeda | mlm | resample | backtranslation | retrieval (dcls_core.augment registry)
     method: str = "diffusion"
     policy: str = "per_sample"  # per_sample (G/E) | balance (B/D)
     n: int = 4  # pseudo samples per original (per_sample)
@@ -334,6 +354,7 @@ class AugmentConfig:
     aeda: AEDAConfig = field(default_factory=AEDAConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
     backtranslation: BacktranslationConfig = field(default_factory=BacktranslationConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def __post_init__(self) -> None:
         _one_of("augment.policy", self.policy, ("per_sample", "balance"))
@@ -396,6 +417,9 @@ class ClassifierConfig:
     contrastive: str = "negatives"
     head_init: str = "probe"  # probe: logistic regression on frozen pooled features (LP-FT) | random
     probe_C: float = 1.0  # inverse L2 strength of that logistic regression
+    # the rows that probe is fitted on: "originals", or "all" (originals + the arm's pseudo samples,
+    # each row once: the rows the arm trains on)
+    probe_rows: str = "originals"
     eval_every: int = 10  # steps between dev evaluations (also at step 0 and at the end)
     # the proxy (importance, consistency); None = the raw arm is the proxy (same recipe, alpha = 0)
     proxy_epochs: Optional[int] = None
@@ -419,6 +443,7 @@ class ClassifierConfig:
         _check(self.batch_size >= 2, "classifier.batch_size", "must be >= 2", self.batch_size)
         _check(self.pseudo_per_step >= 0, "classifier.pseudo_per_step", "must be >= 0", self.pseudo_per_step)
         _one_of("classifier.head_init", self.head_init, ("probe", "random"))
+        _one_of("classifier.probe_rows", self.probe_rows, ("originals", "all"))
         _one_of("classifier.contrastive", self.contrastive, ("negatives", "positives"))
         _check(self.probe_C > 0, "classifier.probe_C", "must be > 0", self.probe_C)
         _check(self.eval_every >= 1, "classifier.eval_every", "must be >= 1", self.eval_every)

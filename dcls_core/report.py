@@ -153,6 +153,10 @@ def examples_table(augmented: pd.DataFrame, per_label: int = 2, width: int = 160
     return _md_table(header, rows)
 
 
+# how the report names the augmented arm's method
+AUGMENTER_NAMES = {"diffusion": "DiffusionCLS", "retrieval": "retrieval from the unlabelled corpus, not DiffusionCLS"}
+
+
 def write_report(run_dir: Path, metrics: Dict[str, Any], augmented: pd.DataFrame, config: Any = None,
                  stages: Optional[List[Dict[str, Any]]] = None,
                  checkpoints: Optional[Dict[str, str]] = None) -> Path:
@@ -173,8 +177,10 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], augmented: pd.DataFrame
                   + f") · model `{c.model.name}` · augment `{c.augment.method}`/{c.augment.policy}/{c.augment.mode}"
                   + f" n={c.augment.n} · seed {c.seed}", ""]
     rows = []
+    method = getattr(getattr(config, "augment", None), "method", "diffusion")
     names = {"probe": "probe (logistic regression on the frozen encoder)", "raw": "raw (no augmentation, alpha = 0)",
-             "no_augmentation": "no_augmentation (L_c, no pseudo samples)", "augmented": "augmented (DiffusionCLS)"}
+             "no_augmentation": "no_augmentation (L_c, no pseudo samples)",
+             "augmented": f"augmented ({AUGMENTER_NAMES.get(method, method)})"}
     for key in ("probe",) + ARMS:
         for split in ("dev", "test"):
             m = metrics.get(key, {}).get(split)

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 DECODING_FIELDS = ("group_size", "group_index", "reverse_steps", "temperature", "top_k", "top_p")
 # ClassifierConfig fields no fit reads (the evaluation stage does: they key it instead)
 SELECTION_FIELDS = ("fallback_on_dev", "select_confidence")
+# ClassifierConfig fields only a fit with pseudo samples reads
+PSEUDO_FIELDS = ("pseudo_per_step", "probe_rows")
 
 
 # --------------------------------------------------------------------------- keys
@@ -58,14 +60,14 @@ def raw_recipe(ccfg: ClassifierConfig) -> ClassifierConfig:
     """The raw arm: cross-entropy only (alpha = 0); the settings it never reads (L_c's tau and
     form, pseudo samples per step, selection) at their defaults, so that runs differing only in
     those share one raw fit."""
-    return _without(dataclasses.replace(ccfg, alpha=0.0), ("tau", "contrastive", "pseudo_per_step") + SELECTION_FIELDS)
+    return _without(dataclasses.replace(ccfg, alpha=0.0), PSEUDO_FIELDS + ("tau", "contrastive") + SELECTION_FIELDS)
 
 
 def proxy_recipe(ccfg: ClassifierConfig) -> ClassifierConfig:
     """The proxy's recipe: the raw arm's unless classifier.proxy_* give it its own."""
     if not ccfg.separate_proxy:
         return raw_recipe(ccfg)
-    return _without(ccfg.proxy(), ("tau", "contrastive", "pseudo_per_step") + SELECTION_FIELDS)
+    return _without(ccfg.proxy(), PSEUDO_FIELDS + ("tau", "contrastive") + SELECTION_FIELDS)
 
 
 def arm_recipe(ccfg: ClassifierConfig, arm: str) -> ClassifierConfig:
@@ -73,7 +75,7 @@ def arm_recipe(ccfg: ClassifierConfig, arm: str) -> ClassifierConfig:
     samples) and ``augmented`` the configured one, less what only the evaluation reads."""
     if arm == "raw":
         return raw_recipe(ccfg)
-    unused = SELECTION_FIELDS + (("pseudo_per_step",) if arm == "no_augmentation" else ())
+    unused = SELECTION_FIELDS + (PSEUDO_FIELDS if arm == "no_augmentation" else ())
     return _without(ccfg, unused)
 
 
@@ -98,6 +100,8 @@ def _generation_key(cfg: Config) -> Dict[str, Any]:
     key: Dict[str, Any] = {"augment": cfg.augment, "seed": cfg.seed, "max_length": cfg.data.max_length}
     if cfg.augment.method in ("diffusion", "mlm"):  # the (warmed-up) masked LM and its decoding settings
         key.update(model=cfg.model, generator=cfg.generator)
+    elif cfg.augment.method == "retrieval":  # its corpus: by default the warm-up's (the proxy is an input)
+        key.update(warmup=cfg.generator.warmup)
     return key
 
 
@@ -462,11 +466,13 @@ class LocalExecutor:
             return {"skipped": True}  # the model has its own masked-LM head
         return warm_up(self.cfg, warmup_texts(self.cfg, train, dev, test), self.cache_dir)
 
-    def augment(self, train, dev, test, names, checkpoint: Optional[str]):
+    def augment(self, train, dev, test, names, checkpoint: Optional[str], proxy: Optional[str] = None):
+        """A baseline augmenter's (pseudo rows, stats); ``checkpoint``: the warm-up folder (``mlm``),
+        ``proxy``: the raw arm's checkpoint (``retrieval``)."""
         from dcls_core.augment import augmenter_from_config
 
         augmenter = augmenter_from_config(self.cfg, cache_dir=str(self.cache_dir), dev_df=dev,
-                                          exclude_texts=test["text"].tolist(), checkpoint=checkpoint)
+                                          exclude_texts=test["text"].tolist(), checkpoint=checkpoint, proxy=proxy)
         rows = augmenter.augment(train, list(names), self.cfg.seed)
         return rows, dict(getattr(augmenter, "stats", {}))
 
@@ -542,6 +548,7 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
     one stage's Parquet to the next (the executor decides where): the driver holds neither token
     importance nor pseudo samples."""
     from dcls_core import diffusion_augmenter as da
+    from dcls_core.augment import uses_masked_lm, uses_proxy
 
     names, ml, ccfg, method = bundle.vocab.names, cfg.data.max_length, cfg.classifier, cfg.augment.method
     augmenting = method != "none" and (cfg.augment.n > 0 or cfg.augment.policy == "balance")
@@ -612,17 +619,18 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
     elif augmenting:  # a baseline: no importance, no generator; the raw arm judges its pseudo samples
         out["consistency_model"] = raw.file("model")
 
-        def baseline_fn(d: Path):
-            from dcls_core.augment import uses_masked_lm
+        reads_proxy = uses_proxy(cfg.augment)
 
+        def baseline_fn(d: Path):
             warm = executor.warmup(train, dev, test) if uses_masked_lm(method) else {}
-            rows, stats = executor.augment(train, dev, test, names, warm.get("path"))
+            rows, stats = executor.augment(train, dev, test, names, warm.get("path"),
+                                           proxy=str(raw.file("model")) if reads_proxy else None)
             atomic_write_parquet(d / "generated.parquet", rows.reset_index(drop=True))
             summary = {"method": method, "stats": stats}
             summary.update(finish_pseudo(executor, d, d / "generated.parquet", raw.file("model"), names, cfg, len(rows)))
             return summary
 
-        inputs = [data] + ([raw] if cfg.augment.min_confidence is not None else [])
+        inputs = [data] + ([raw] if reads_proxy or cfg.augment.min_confidence is not None else [])
         generation = store.stage("generation", inputs, stage_config("generation", cfg), baseline_fn)
         out["generation"], out["pseudo_path"] = generation, generation.file("pseudo.parquet")
         generation_inputs = [data, generation]

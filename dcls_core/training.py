@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "set_seed", "encode", "make_loader", "predict", "evaluate", "optimizer_groups", "adamw", "LocalStepper",
-    "FitResult", "fit_classifier", "train_proxy", "combine_frames", "batch_plan",
+    "FitResult", "fit_classifier", "train_proxy", "combine_frames", "batch_plan", "probe_frame",
 ]
 
 Regenerate = Callable[[nn.Module], pd.DataFrame]
@@ -136,8 +136,9 @@ def make_loader(frame: pd.DataFrame, tokenizer, label_names: Sequence[str], max_
 
 
 def predict(model: nn.Module, frame: pd.DataFrame, tokenizer, label_names: Sequence[str],
-            max_length: int, batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
-    """(predicted ids int64 [N], class probabilities float32 [N, C]) in frame order.
+            max_length: int, batch_size: int = 64, features: bool = False) -> Tuple[np.ndarray, ...]:
+    """(predicted ids int64 [N], class probabilities float32 [N, C]) in frame order; with
+    ``features`` also the pooled features float32 [N, H] the head read (one forward pass for both).
 
     Only the ``text`` column is read. Rows are batched by token length (then put back in frame
     order), so a batch pads to about its own length: dev evaluations run every few steps, and
@@ -151,6 +152,7 @@ def predict(model: nn.Module, frame: pd.DataFrame, tokenizer, label_names: Seque
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     collate = _collate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     probs = np.zeros((len(examples), len(label_names)), dtype=np.float32)
+    pooled: Optional[np.ndarray] = None
     try:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
@@ -159,9 +161,16 @@ def predict(model: nn.Module, frame: pd.DataFrame, tokenizer, label_names: Seque
                 out = model(input_ids=batch["input_ids"].to(device),
                             attention_mask=batch["attention_mask"].to(device), return_dict=True)
                 probs[rows] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+                if features:
+                    if pooled is None:
+                        pooled = np.zeros((len(examples), out.pooled.shape[-1]), dtype=np.float32)
+                    pooled[rows] = out.pooled.float().cpu().numpy()
     finally:
         model.train(was_training)
-    return probs.argmax(axis=1).astype(np.int64), probs
+    pred = probs.argmax(axis=1).astype(np.int64)
+    if features:
+        return pred, probs, pooled if pooled is not None else np.zeros((0, 0), dtype=np.float32)
+    return pred, probs
 
 
 def evaluate(model: nn.Module, frame: pd.DataFrame, tokenizer, label_names: Sequence[str],
@@ -196,6 +205,18 @@ def combine_frames(train_df: pd.DataFrame, pseudo_df: Optional[pd.DataFrame]) ->
     pseudo = pseudo_df.copy()
     pseudo["is_pseudo"] = True
     return pd.concat([base, pseudo], ignore_index=True, sort=False)
+
+
+def probe_frame(train_df: pd.DataFrame, pseudo_df: Optional[pd.DataFrame], cfg: ClassifierConfig) -> pd.DataFrame:
+    """The rows the probe head is fitted on (``text``, ``label``): the originals of ``train_df``, plus
+    the non-empty pseudo samples with ``cfg.probe_rows == "all"``."""
+    rows = train_df[_is_original(train_df)][["text", "label"]]
+    if cfg.probe_rows == "all" and pseudo_df is not None and len(pseudo_df):
+        from dcls_core.data import blank_text
+
+        pseudo = pseudo_df[~blank_text(pseudo_df["text"])][["text", "label"]]
+        rows = pd.concat([rows, pseudo], ignore_index=True)
+    return rows.reset_index(drop=True)
 
 
 def _check_dev(dev_df: Optional[pd.DataFrame]) -> None:
@@ -362,7 +383,7 @@ def fit_classifier(model: nn.Module, tokenizer, train_df: pd.DataFrame,
     if init_head and cfg.head_init == "probe" and hasattr(model, "head"):
         from dcls_core.classifier import init_head_from_frame
 
-        init_head_from_frame(model, tokenizer, originals, names, max_length, cfg.probe_C)
+        init_head_from_frame(model, tokenizer, probe_frame(originals, pseudo_df, cfg), names, max_length, cfg.probe_C)
     if stepper is None:
         stepper = LocalStepper(model, cfg.lr, cfg.weight_decay, max_grad_norm, schedule,
                                int(round(warmup_ratio * total)), total)

@@ -51,7 +51,9 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
 # Single-thread seconds of one (setting, seed) task on this machine, for ordering only.
 COST = {"india_covid_x_10pct": 800, "sst2_10shot": 260, "sst2_5shot": 210}
 SEEDS = [13, 42, 87, 21, 100]
-METHODS = ["probe", "raw", "no_augmentation", "augmented", "dcls", "setfit"]
+# the retrieval method (not DiffusionCLS): its preset, configs/augment/retrieval.yaml
+RETRIEVAL = ["augment=retrieval"]
+METHODS = ["probe", "raw", "no_augmentation", "augmented", "dcls", "retrieval", "setfit"]
 
 
 def _load(path: Path) -> Dict[str, Any]:
@@ -151,7 +153,7 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path, overrid
         start = time.time()
         model = probe_classifier(cfg.model, train, names, ml, ccfg.probe_C, seed)
         emit("probe", both(model), time.time() - start)
-    need_arms = bool({"raw", "no_augmentation", "augmented", "dcls"} - done)
+    need_arms = bool({"raw", "no_augmentation", "augmented", "dcls", "retrieval"} - done)
     if need_arms:  # raw is the proxy of the others: always trained, recorded unless done
         raw, secs = arm(0.0)
         arms["raw"] = both(raw.model)
@@ -184,6 +186,24 @@ def run_one(setting: str, seed: int, done: set, record, cache_dir: Path, overrid
             choice = select_arm(arms, ccfg.fallback_on_dev, dev["label"].astype(str).tolist(), names,
                                 ccfg.select_confidence)
             emit("dcls", arms[choice["arm"]], 0.0, selected=choice["arm"], reason=choice["reason"])
+        if "retrieval" not in done:  # not DiffusionCLS: proxy-labelled neighbours from the unlabelled corpus
+            from dcls_core.augment import augmenter_from_config
+
+            rcfg = load_config(COMMON + SETTINGS[setting]["overrides"] + RETRIEVAL + list(overrides) + [f"seed={seed}"])
+            start = time.time()
+            held_texts = pool["text"].tolist() if pool is not None else []  # held-out rows stay unseen
+            pseudo = augmenter_from_config(rcfg, dev_df=dev, exclude_texts=test["text"].tolist() + held_texts,
+                                           proxy=raw.model, cache_dir=cache_dir).augment(train, names, seed)
+            gen_seconds = time.time() - start
+            res = fit_classifier(load_classifier(cfg.model, len(names), seed), tok, train, dev, names,
+                                 rcfg.classifier, ml, seed, pseudo_df=pseudo)
+            example = pseudo.iloc[0] if len(pseudo) else None
+            emit("retrieval", both(res.model), time.time() - start, steps=res.steps, best_step=res.best_step,
+                 generation_seconds=round(gen_seconds, 1), pseudo_rows=len(pseudo),
+                 pseudo_consistency=float(pseudo["consistency"].mean()) if len(pseudo) else float("nan"),
+                 example=None if example is None else {
+                     "original": str(train.set_index("id").loc[example["source_id"], "text"]),
+                     "pseudo": str(example["text"])})
     if "setfit" not in done:
         start = time.time()
         try:
@@ -365,7 +385,8 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 LABELS = {"probe": "probe (LR on frozen MiniLM)", "raw": "raw (alpha = 0)", "no_augmentation": "no_augmentation (L_c)",
-          "augmented": "augmented (DiffusionCLS)", "dcls": "dcls (dev-selected arm)", "setfit": "SetFit 1.2"}
+          "augmented": "augmented (DiffusionCLS)", "dcls": "dcls (dev-selected arm)",
+          "retrieval": "retrieval (corpus neighbours, not DiffusionCLS)", "setfit": "SetFit 1.2"}
 
 
 def markdown(summary: Dict[str, Any]) -> str:
@@ -390,33 +411,37 @@ def markdown(summary: Dict[str, Any]) -> str:
 
 def compare(paths: List[Path]) -> str:
     """A markdown table of recipe variants (one ``--out`` file each, ``--set`` overrides and
-    ``--heldout`` scores): per setting, the augmented arm against raw on the same seeds, paired
-    (mean ± std over seeds of augmented - raw), on held-out dev and on test."""
+    ``--heldout`` scores): per setting, each augmenting method (``augmented``: DiffusionCLS,
+    ``retrieval``) against raw on the same seeds, paired (mean ± std over seeds of method - raw), on
+    held-out dev and on test."""
     import numpy as np
 
-    lines = ["| variant (overrides) | setting | seeds | held-out dev macro-F1: raw → augmented | Δ held-out (paired) "
-             "| Δ test accuracy (paired) | pseudo consistency (proxy) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant (overrides) | setting | method | seeds | held-out dev macro-F1: raw → method "
+             "| Δ held-out (paired) | Δ test accuracy (paired) | pseudo consistency (proxy) |",
+             "|---|---|---|---|---|---|---|---|"]
     for path in paths:
         data = _load(path)
         overrides = [o for o in data.get("protocol", {}).get("overrides", []) if o not in COMMON]
         by = {(r["setting"], r["seed"], r["method"]): r for r in data["runs"]}
         for setting in SETTINGS:
-            seeds = sorted({k[1] for k in by if k[0] == setting and (setting, k[1], "raw") in by
-                            and (setting, k[1], "augmented") in by})
-            if not seeds:
-                continue
-            raw = [by[(setting, s, "raw")]["metrics"] for s in seeds]
-            aug = [by[(setting, s, "augmented")]["metrics"] for s in seeds]
-            held = "heldout" in raw[0] and all("heldout" in m for m in raw + aug)
-            hr = np.array([m["heldout"]["macro_f1"] for m in raw]) * 100 if held else None
-            ha = np.array([m["heldout"]["macro_f1"] for m in aug]) * 100 if held else None
-            dt = (np.array([m["test"]["accuracy"] for m in aug]) - np.array([m["test"]["accuracy"] for m in raw])) * 100
-            cons = np.nanmean([by[(setting, s, "augmented")].get("pseudo_consistency", np.nan) for s in seeds])
-            lines.append(
-                f"| {path.stem} ({' '.join(overrides) or 'defaults'}) | {setting} | {len(seeds)} | "
-                + (f"{hr.mean():.2f} → {ha.mean():.2f} | {(ha - hr).mean():+.2f} ± {(ha - hr).std():.2f}" if held
-                   else "– | –")
-                + f" | {dt.mean():+.2f} ± {dt.std():.2f} | {cons:.3f} |")
+            for method in ("augmented", "retrieval"):
+                seeds = sorted({k[1] for k in by if k[0] == setting and (setting, k[1], "raw") in by
+                                and (setting, k[1], method) in by})
+                if not seeds:
+                    continue
+                raw = [by[(setting, s, "raw")]["metrics"] for s in seeds]
+                aug = [by[(setting, s, method)]["metrics"] for s in seeds]
+                held = "heldout" in raw[0] and all("heldout" in m for m in raw + aug)
+                hr = np.array([m["heldout"]["macro_f1"] for m in raw]) * 100 if held else None
+                ha = np.array([m["heldout"]["macro_f1"] for m in aug]) * 100 if held else None
+                dt = (np.array([m["test"]["accuracy"] for m in aug])
+                      - np.array([m["test"]["accuracy"] for m in raw])) * 100
+                cons = np.nanmean([by[(setting, s, method)].get("pseudo_consistency", np.nan) for s in seeds])
+                lines.append(
+                    f"| {path.stem} ({' '.join(overrides) or 'defaults'}) | {setting} | {method} | {len(seeds)} | "
+                    + (f"{hr.mean():.2f} → {ha.mean():.2f} | {(ha - hr).mean():+.2f} ± {(ha - hr).std():.2f}" if held
+                       else "– | –")
+                    + f" | {dt.mean():+.2f} ± {dt.std():.2f} | {cons:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -469,7 +494,7 @@ def add_quick(sub) -> None:
     p.add_argument("--rerun", nargs="+", default=[], choices=METHODS,
                    help="drop these methods' finished runs of the chosen settings first, so they run again")
     p.add_argument("--compare", nargs="+", metavar="JSON",
-                   help="run nothing: print the augmented-vs-raw table of these variant files")
+                   help="run nothing: print the method-vs-raw table (augmented, retrieval) of these variant files")
     p.add_argument("--merge-only", action="store_true",
                    help="run nothing: merge the finished runs of the part files and rewrite the summary")
     p.set_defaults(func=run_quick)

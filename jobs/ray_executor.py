@@ -75,9 +75,10 @@ class RayExecutor:
 
         return warm_up_on_ray(cfg, warmup_texts(cfg, train, dev, test), cache_dir(cfg).resolve())
 
-    def augment(self, train, dev, test, names, checkpoint: Optional[str]):
+    def augment(self, train, dev, test, names, checkpoint: Optional[str], proxy: Optional[str] = None):
         """A baseline augmenter as one Ray task: (pseudo rows, its stats). ``checkpoint``: the warm-up
-        folder (``mlm``); test texts never enter a corpus it builds itself."""
+        folder (``mlm``), ``proxy``: the raw arm's checkpoint (``retrieval``); test texts never enter a
+        corpus it builds itself."""
         import ray
 
         from dcls_core.storage import cache_dir
@@ -85,15 +86,15 @@ class RayExecutor:
         cfg = self.cfg
 
         @ray.remote(num_cpus=1, num_gpus=float(cfg.ray.gpus_per_actor) or None, max_retries=1)
-        def _augment(cfg, train, dev, test, names, checkpoint, cache):
+        def _augment(cfg, train, dev, test, names, checkpoint, proxy, cache):
             import torch
 
             torch.set_num_threads(1)  # the task's one CPU
             from dcls_core.stages import LocalExecutor
 
-            return LocalExecutor(cfg, cache).augment(train, dev, test, names, checkpoint)
+            return LocalExecutor(cfg, cache).augment(train, dev, test, names, checkpoint, proxy)
 
-        return ray.get(_augment.remote(cfg, train, dev, test[["text"]], list(names), checkpoint,
+        return ray.get(_augment.remote(cfg, train, dev, test[["text"]], list(names), checkpoint, proxy,
                                        cache_dir(cfg).resolve()))
 
 

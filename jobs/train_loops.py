@@ -50,7 +50,7 @@ def classifier_loop(config: Dict[str, Any]) -> None:
     from dcls_core.classifier import init_head_from_frame
     from dcls_core.config import ClassifierConfig, ModelConfig
     from dcls_core.models import load_classifier, load_tokenizer
-    from dcls_core.training import fit_classifier
+    from dcls_core.training import fit_classifier, probe_frame
 
     ray_cfg, rank, world, seed, names = _worker_start(config)
     model_cfg = ModelConfig(**config["model"])
@@ -60,7 +60,7 @@ def classifier_loop(config: Dict[str, Any]) -> None:
     train_df, dev_df, pseudo_df = (rt.dataset_frame(config, name) for name in ("train", "dev", "pseudo"))
     max_length = int(config["max_length"])
     if ccfg.head_init == "probe":  # before wrapping: every rank computes the same probe
-        init_head_from_frame(model, tokenizer, train_df, names, max_length, ccfg.probe_C)
+        init_head_from_frame(model, tokenizer, probe_frame(train_df, pseudo_df, ccfg), names, max_length, ccfg.probe_C)
     engine = rt.Engine(model, ray_cfg, lr=ccfg.lr, weight_decay=ccfg.weight_decay, batch_size=ccfg.batch_size)
 
     regenerate: Optional[Callable] = None

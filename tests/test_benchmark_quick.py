@@ -122,7 +122,7 @@ def test_compare_pairs_augmented_with_raw_per_seed(tmp_path):
     path = tmp_path / "sst2_10shot_lam_neg.json"
     path.write_text(json.dumps({"runs": runs, "protocol": {"overrides": bq.COMMON + ["generator.lam=-0.5"]}}))
     row = next(line for line in bq.compare([path]).splitlines() if "lam_neg" in line)
-    assert "generator.lam=-0.5" in row and "| 2 |" in row
+    assert "generator.lam=-0.5" in row and "| augmented | 2 |" in row
     assert "55.00 → 59.00" in row  # held-out means of raw and augmented
     assert "+4.00 ± 2.00" in row  # paired held-out differences +6 and +2
     assert "+1.00 ± 3.00" in row  # paired test differences +4 and -2
