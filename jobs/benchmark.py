@@ -15,6 +15,11 @@ Subcommands:
     The few-shot study: the three arms, the dev-selected result, a frozen-encoder probe and
     SetFit on the same rows, 3 settings x 5 seeds (``jobs/benchmark_quick.py``).
 
+``signal``
+    Probe-level study on the ``quick`` rows: what DiffusionCLS pseudo samples (per noise level) and
+    retrieved corpus rows (a grid of its settings) add to a linear probe, on held-out rows
+    (``jobs/benchmark_signal.py``).
+
 ``throughput``
     Generation and importance scoring against a bare forward loop of the same model on the same
     batches, and a masked-LM substitution peer (``jobs/benchmark_throughput.py``).
@@ -312,10 +317,11 @@ def add_generator(sub) -> None:
 
 
 from jobs.benchmark_quick import add_quick  # noqa: E402
+from jobs.benchmark_signal import add_signal  # noqa: E402
 from jobs.benchmark_suite import add_suites  # noqa: E402
 from jobs.benchmark_throughput import add_throughput  # noqa: E402
 
-SUBCOMMANDS: List[Callable] = [add_quick, add_suites, add_generator, add_throughput]
+SUBCOMMANDS: List[Callable] = [add_quick, add_signal, add_suites, add_generator, add_throughput]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

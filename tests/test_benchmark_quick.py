@@ -142,3 +142,19 @@ def test_rerun_drops_only_the_named_methods_of_the_chosen_settings(tmp_path, mon
     args.func(args)
     left = sorted((r["setting"], r["method"]) for r in seen["data"]["runs"])
     assert left == [("sst2_10shot", "raw"), ("sst2_5shot", "augmented")]
+
+
+def test_signal_summary_pairs_each_variant_with_the_probe_of_its_seed():
+    from jobs.benchmark_signal import markdown, summarise
+
+    def probes(probe, retrieval):
+        return {"probe": {"heldout": {"macro_f1": probe, "accuracy": probe}, "test": {"accuracy": probe, "macro_f1": probe}},
+                "retrieval q0.75 n16": {"heldout": {"macro_f1": retrieval, "accuracy": retrieval},
+                                        "test": {"accuracy": retrieval + 0.01, "macro_f1": retrieval}}}
+
+    runs = [{"setting": "sst2_10shot", "seed": 1, "probes": probes(0.60, 0.66)},
+            {"setting": "sst2_10shot", "seed": 2, "probes": probes(0.70, 0.68)}]
+    row = summarise(runs)["sst2_10shot"]["retrieval q0.75 n16"]
+    assert row["delta_heldout_mean"] == 2.0 and row["delta_heldout_std"] == 4.0  # +6 and -2
+    assert row["delta_heldout_min"] == -2.0 and row["delta_test_accuracy_mean"] == 3.0
+    assert "| sst2_10shot | retrieval q0.75 n16 | 2 | 67.00 | +2.00 ± 4.00 | -2.00 | +3.00 |" in markdown(summarise(runs))
