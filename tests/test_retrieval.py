@@ -77,6 +77,15 @@ def test_retrieval_rows_are_confident_corpus_neighbours(tiny_model_cfg, corpus_f
     pd.testing.assert_frame_equal(out, _augmenter(tiny_model_cfg, corpus_file, proxy).augment(TRAIN, LABELS, seed=0))
 
 
+def test_retrieval_survives_one_word_and_empty_sources(tiny_model_cfg, corpus_file, proxy):
+    edge = pd.DataFrame({"id": ["w", "e", "p"], "text": ["wow", "", "!!! :)"], "label": ["pos", "neg", "neg"]})
+    for who in ("raw", "probe"):
+        out = _augmenter(tiny_model_cfg, corpus_file, proxy, who=who).augment(edge, LABELS, seed=0)
+        assert set(out["source_id"]) <= {"w", "e", "p"}
+        assert set(out["text"]) <= set(CORPUS) | set(TRAIN["text"])  # TRAIN is unlabelled text here
+        assert (out["text"] != out["source_id"].map(edge.set_index("id")["text"])).all()
+
+
 def test_retrieval_takes_a_proxy_checkpoint_and_follows_the_balance_policy(tiny_model_cfg, corpus_file, proxy,
                                                                           tokenizer, tmp_path):
     folder = proxy.save_pretrained(tmp_path / "proxy", label_names=LABELS)
