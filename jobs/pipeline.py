@@ -140,6 +140,11 @@ def run_pipeline(cfg: Config, bundle, stop_after: Optional[str] = None,
     write_report(root, metrics, augmented, config=cfg, stages=run.summary(),
                  checkpoints={arm: str(stage.file("model")) for arm, stage in out["arms"].items()})
     print(metrics_table(metrics))
+    selected = (metrics.get("selected") or {}).get("arm")
+    if cfg.augment.method == "diffusion" and selected != "augmented":
+        print(f"\nDiffusionCLS did not beat raw on dev here, so the run recommends {selected}. On the embedded encoder, "
+              "retrieval from an unlabelled in-domain corpus (augment=retrieval) helped on SST-2 and not on "
+              "India-COVID-X's few hundred tweets: docs/results.md.")
     run.publish()  # a run kept on a URI: the top-level files (stages were uploaded as they finished)
     print(f"\nrun folder: {root}" + (f" (kept in {run.remote})" if run.remote else ""))
     return {"run": str(root), "metrics": metrics, "stages": run.summary()}
