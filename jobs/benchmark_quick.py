@@ -67,6 +67,13 @@ def _save(path: Path, data: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def publish(path: Path, data: Dict[str, Any], table: str) -> None:
+    """The results JSON, its Markdown table beside it (same name, .md), and the table on stdout."""
+    _save(path, data)
+    path.with_suffix(".md").write_text(table)
+    print(table)
+
+
 def _brief(m: Dict[str, Any]) -> Dict[str, float]:
     return {"accuracy": float(m["accuracy"]), "macro_f1": float(m["macro_f1"])}
 
@@ -472,9 +479,7 @@ def run_quick(args: argparse.Namespace) -> None:
         data["wall_seconds_last_invocation"] = round(time.time() - start, 1)
     data["protocol"] = {"seeds": args.seeds, "overrides": COMMON + list(args.set),
                         "settings": {s: SETTINGS[s]["overrides"] for s in SETTINGS}}
-    _save(out, data)
-    out.with_suffix(".md").write_text(markdown(data["summary"]))
-    print(markdown(data["summary"]))
+    publish(out, data, markdown(data["summary"]))
 
 
 def add_quick(sub) -> None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from jobs.benchmark_quick import COMMON, SEEDS, SETTINGS, _load, _save, heldout_pool
+from jobs.benchmark_quick import COMMON, SEEDS, SETTINGS, _load, _save, heldout_pool, publish
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmark.signal")
@@ -166,9 +166,7 @@ def run_signal(args: argparse.Namespace) -> None:
     data["protocol"] = {"settings": args.settings, "seeds": args.seeds, "quantiles": args.quantiles, "n": args.n,
                         "groups": args.groups, "overrides": COMMON}
     data["wall_seconds_last_invocation"] = round(time.time() - start, 1)
-    _save(out, data)
-    out.with_suffix(".md").write_text(markdown(data["summary"]))
-    print(markdown(data["summary"]))
+    publish(out, data, markdown(data["summary"]))
 
 
 def add_signal(sub) -> None:
