@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dcls_core.artifacts import sort_rows
 from dcls_core.config import ClassifierConfig
 from dcls_core.evaluation import classification_metrics
 from dcls_core.losses import noise_resistant_loss
@@ -368,7 +369,9 @@ def fit_classifier(model: nn.Module, tokenizer, train_df: pd.DataFrame,
     if dev_df is None:
         log.warning("fit_classifier without dev data: no model selection, the last step is kept")
     names = list(label_names)
-    originals = train_df[_is_original(train_df)].reset_index(drop=True)
+    # id order: the batches (and so the classifier) depend on which rows were given, not on the
+    # order a caller happened to hold them in (a sampler's order, Parquet's, Ray Data's)
+    originals = sort_rows(train_df[_is_original(train_df)]).reset_index(drop=True)
     if len(originals) < len(train_df):
         log.info("fit_classifier: %d pseudo rows in train_df are ignored (pass them as pseudo_df)",
                  len(train_df) - len(originals))
@@ -406,7 +409,7 @@ def fit_classifier(model: nn.Module, tokenizer, train_df: pd.DataFrame,
                 frame = frame[~empty]
         if frame is None or len(frame) == 0:
             return None
-        frame = frame.assign(is_pseudo=True)
+        frame = sort_rows(frame.assign(is_pseudo=True))
         return _PseudoPool(encode(frame, tokenizer, names, max_length), _pseudo_sources(frame),
                            cfg.pseudo_per_step, seed + 7919 * (version + 1))
 
