@@ -250,15 +250,18 @@ class DiffusionAugmenter:
                 proxy: Optional[nn.Module] = None) -> pd.DataFrame:
         """Pseudo rows for ``train_df``; ``proxy``: an already trained proxy (e.g. the raw arm).
         The three steps below are also called one by one where each is cached (``jobs/tune.py``)."""
+        from dcls_core.artifacts import sort_rows
         from dcls_core.models import load_classifier, load_tokenizer
         from dcls_core.training import train_proxy
 
+        corpus_texts = train_df["text"].tolist()  # the warm-up corpus keeps the given order, as the stages' does
+        train_df = sort_rows(train_df)  # the rest reads them in id order, as the stages' fits and batches do
         tok = load_tokenizer(self.model_cfg)
         if proxy is None:
             proxy = load_classifier(self.model_cfg, len(label_names), seed)
             train_proxy(proxy, tok, train_df, self.dev_df, label_names, self.classifier_cfg, self.max_length, seed)
         importance = self.normalise(self.importance(train_df, proxy, tok))
-        state, stats = self.train_generator(train_df, importance, label_names, seed, proxy)
+        state, stats = self.train_generator(train_df, importance, label_names, seed, proxy, corpus_texts)
         pseudo = self.generate(state, train_df, importance, label_names, seed, proxy, tok)
         self.stats = dict(stats, **self.stats)
         return pseudo
@@ -280,14 +283,19 @@ class DiffusionAugmenter:
         return [normalise_importance(list(v), self.generator_cfg.importance_norm) for v in scores]
 
     def train_generator(self, train_df: pd.DataFrame, importance: Sequence[Sequence[float]],
-                        label_names: List[str], seed: int, proxy: Optional[nn.Module] = None):
-        """(generator state for ``generate``, stats): the cached warm-up, then diffusion training on
+                        label_names: List[str], seed: int, proxy: Optional[nn.Module] = None,
+                        corpus_texts: Optional[Sequence[str]] = None):
+        """(generator state for ``generate``, stats): the cached warm-up (on ``corpus_texts``, by
+        default ``train_df``'s texts, + the configured corpus), then diffusion training on
         ``train_df`` with its normalised ``importance``."""
         from dcls_core.diffusion import train_generator
         from dcls_core.prompting import prompt_token_ids
+        from dcls_core.training import set_seed
         from dcls_core.warmup import load_or_warmup, run_corpus
 
-        texts = run_corpus(self.generator_cfg.warmup, train_df["text"].tolist(),
+        set_seed(seed)  # as the pipeline's generator stage does: dropout draws do not depend on what ran before
+        texts = run_corpus(self.generator_cfg.warmup, list(corpus_texts) if corpus_texts is not None else
+                           train_df["text"].tolist(),
                            self.dev_df["text"].tolist() if self.dev_df is not None else [], self.exclude_texts,
                            self.data_root)
         gen, gen_tok, wstats = load_or_warmup(self.model_cfg, self.generator_cfg.warmup, texts,

@@ -97,3 +97,23 @@ def test_reflective_mode_regenerates_in_process_too(first):
     regenerated = out["pseudo"]
     assert list(regenerated["id"]) == list(static["id"])  # the same plan: one row per planned sample
     assert (regenerated["text"] != static["text"]).any()  # drawn again (round seeds), from new importance
+
+
+def test_the_in_process_augmenter_makes_the_stages_pseudo_samples(first):
+    """`quick` and `dcls augment` without Ray generate in one process (DiffusionAugmenter): from
+    the same rows, whatever drew random numbers before, the stages' pseudo samples."""
+    import torch
+
+    from dcls_core import diffusion_augmenter as da
+
+    cfg, out = first["cfg"], first["out"]
+    names = list(pd.read_json(out["data"].file("labels.json"), typ="series"))
+    proxy, _ = da.load_classifier_checkpoint(out["raw"].file("model"))  # the proxy of this preset
+    aug = da.DiffusionAugmenter(cfg.model, cfg.generator, cfg.augment, cfg.classifier, cfg.data.max_length,
+                                first["root"] / "cache", cfg.data.resolved_root(), dev_df=out["dev"],
+                                exclude_texts=out["test"]["text"].tolist())
+    torch.rand(17)
+    mine = aug.augment(out["train"], names, cfg.seed, proxy=proxy)
+    stage = first["out"]["pseudo"]
+    assert len(stage) and list(mine["id"]) == list(stage["id"])
+    assert list(mine["text"]) == list(stage["text"])
