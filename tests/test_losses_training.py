@@ -360,7 +360,6 @@ def test_fit_is_deterministic_for_a_seed(tiny_model_cfg, tokenizer, toy):
     assert out[0][2] == out[1][2]
 
 
-
 def test_fit_depends_on_the_rows_not_their_order(tiny_model_cfg, tokenizer, toy):
     """A sampler's order and a Parquet stage's id order must train one classifier (the benchmark
     runners and the pipeline's stages hand the same rows over in different orders)."""
@@ -375,6 +374,7 @@ def test_fit_depends_on_the_rows_not_their_order(tiny_model_cfg, tokenizer, toy)
         runs.append((predict(res.model, dev, tokenizer, LABELS, 16)[1], [r.get("loss") for r in res.history]))
     assert np.array_equal(runs[0][0], runs[1][0])
     assert runs[0][1] == runs[1][1]
+
 
 def test_model_selection_reads_dev_only(tiny_model_cfg, tokenizer, toy, monkeypatch):
     train, dev = toy
