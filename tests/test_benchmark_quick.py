@@ -27,6 +27,19 @@ def test_plan_puts_each_corpus_warmup_first_then_costliest_seeds_and_skips_finis
     assert len(seeds) == 5
 
 
+def test_the_default_study_leaves_retrieval_out_without_rerunning_or_dropping_it():
+    # a seed whose default methods all finished is not planned again, retrieval or not
+    data = {"runs": _runs("sst2_10shot", 13, bq.DEFAULT_METHODS) + _runs("sst2_10shot", 42, ["probe", "raw"])}
+    assert "retrieval" not in bq.DEFAULT_METHODS and set(bq.DEFAULT_METHODS) < set(bq.METHODS)
+    tasks = bq.plan_tasks(["sst2_10shot"], [13, 42], data, bq.DEFAULT_METHODS)
+    assert [t for t in tasks if t[0] == "seed"] == [("seed", "sst2_10shot", 42)]
+    # asked for, retrieval makes the finished seed a task again
+    assert ("seed", "sst2_10shot", 13) in bq.plan_tasks(["sst2_10shot"], [13], data, ["retrieval"])
+    parser = __import__("argparse").ArgumentParser()
+    bq.add_quick(parser.add_subparsers())
+    assert parser.parse_args(["quick"]).methods == bq.DEFAULT_METHODS
+
+
 class _Recorder:
     """Runs tasks on a thread pool, logging starts/ends, so the schedule can be checked."""
 
