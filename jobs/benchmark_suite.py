@@ -10,7 +10,9 @@ pseudo samples (``augmented``; ``raw`` for ``augment.method=none``). Peers on th
 frozen-encoder probe (from the runs' evaluation) and SetFit (``pip install dcls[peers]``).
 
 Resumable: every finished run is a JSON file under ``<storage_path>/suites/<suite>/runs/`` and is
-never rerun; stopping and starting again goes on with what is missing. Results:
+never rerun; stopping and starting again goes on with what is missing; ``--resume-from`` adopts the
+records of a results file (the committed ``benchmarks/results/<suite>.json``) on a machine that
+lacks the run folder. Results:
 ``benchmarks/results/<suite>.json`` and ``.md`` (mean ± std over seeds, the paper's figures beside)
 and ``benchmarks/results/<suite>.png`` (method x setting).
 """
@@ -130,6 +132,47 @@ def run_setfit(suite, setting: str, seed: int, folder: Path, storage_path: str) 
               "seconds": round(time.time() - start, 1)}
     atomic_write_json(run_file(folder, record), record)
     return record
+
+
+def adopt_records(suite, folder: Path, results: Path) -> int:
+    """Write the run records of a results file (``benchmarks/results/<suite>.json``, whose ``runs``
+    are the run files' contents) as finished runs of ``folder``, so a suite goes on from its
+    committed results on another machine. Only runs the suite plans (and its SetFit peers) are
+    adopted, only when the file's shared overrides and the run's setting and method overrides equal
+    the suite's (a changed preset runs again), and an existing run file is never overwritten.
+    Returns how many were adopted."""
+    from dcls_core.artifacts import atomic_write_json
+    from dcls_core.config import ConfigError
+
+    try:
+        summary = json.loads(Path(results).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume-from {results}: not a readable results file ({exc})") from exc
+    if summary.get("suite") != suite.name or list(summary.get("overrides", [])) != list(suite.overrides):
+        raise ConfigError(f"--resume-from {results}: its suite {summary.get('suite')!r} with overrides "
+                          f"{summary.get('overrides')} is not {suite.name!r} with {list(suite.overrides)}")
+    wanted = {(r["setting"], r["method"], r["seed"]) for r in plan(suite)}
+    wanted |= {(s, "setfit", seed) for s in suite.settings for seed in suite.seeds if "setfit" in suite.peers}
+    same = {(s, m) for s in suite.settings for m in list(suite.methods) + ["setfit"]
+            if list(summary.get("settings", {}).get(s, [None])) == list(suite.settings[s])
+            and (m == "setfit" or list(summary.get("methods", {}).get(m, [None])) == list(suite.methods[m]))}
+    adopted, changed = 0, set()
+    for record in summary.get("runs", []):
+        key = (record.get("setting"), record.get("method"), record.get("seed"))
+        if key not in wanted:
+            continue
+        if key[:2] not in same:
+            changed.add(key[:2])
+            continue
+        path = run_file(folder, record)
+        if not path.exists():
+            atomic_write_json(path, record)
+            adopted += 1
+    if changed:
+        log.warning("suite %s: not adopted from %s (setting or method overrides differ; they run again): %s",
+                    suite.name, results, sorted(changed))
+    log.info("suite %s: adopted %d finished run(s) from %s", suite.name, adopted, results)
+    return adopted
 
 
 # --------------------------------------------------------------------------- the suite
@@ -290,6 +333,9 @@ def run_cli(args: argparse.Namespace) -> None:
 
     try:
         suite = load_suite(args.suite, args.set)
+        resume = Path(args.resume_from) if args.resume_from else None
+        if resume is not None:  # before any compute: a bad file fails here, naming itself
+            adopt_records(suite, Path(args.storage_path).resolve() / "suites" / suite.name, resume)
     except Exception as exc:  # noqa: BLE001 - only bad input becomes a message
         if not is_bad_input(exc):
             raise
@@ -307,6 +353,9 @@ def add_suites(sub) -> None:
                        help="where the suite's runs and shared stages live (<storage-path>/suites/<suite>)")
         p.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))
         p.add_argument("--max-parallel", type=int, default=0, help="runs at once (0: from the CPUs)")
+        p.add_argument("--resume-from", default=None, metavar="JSON",
+                       help="adopt the finished runs of a results file (e.g. the committed "
+                            "benchmarks/results/<suite>.json) when this machine lacks the run folder")
         p.set_defaults(func=run_cli)
 
     for name in SUITES:

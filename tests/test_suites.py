@@ -87,3 +87,35 @@ def test_a_bad_method_setting_fails_before_any_run(tmp_path):
     done = _suite(tmp_path, "--set", "methods={raw: [augment.methd=none]}")
     assert done.returncode == 2 and "augment.methd" in done.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_resume_from_adopts_the_committed_records_of_unchanged_runs_only(tmp_path):
+    from dcls_core.config import ConfigError
+    from jobs.benchmark_suite import adopt_records, load_suite, run_file
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    suite = load_suite(str(path))
+    folder = tmp_path / "store" / "suites" / "tiny"
+    record = lambda method, seed, acc: {"setting": "smoke", "method": method, "seed": seed,  # noqa: E731
+                                        "test": {"accuracy": acc, "macro_f1": acc}}
+    results = {"suite": "tiny", "overrides": SUITE["overrides"], "settings": SUITE["settings"],
+               "methods": dict(SUITE["methods"], aeda=["augment.method=aeda", "augment.n=2"]),
+               "runs": [record("raw", 13, 0.6), record("diffusion", 13, 0.7), record("aeda", 13, 0.5),
+                        record("raw", 99, 0.9)]}
+    saved = tmp_path / "tiny.json"
+    saved.write_text(json.dumps(results))
+    kept = run_file(folder, record("diffusion", 13, 0))
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{\"mine\": true}")
+
+    assert adopt_records(suite, folder, saved) == 1
+    assert json.loads(run_file(folder, record("raw", 13, 0)).read_text())["test"]["accuracy"] == 0.6
+    assert json.loads(kept.read_text()) == {"mine": True}  # an existing run is never overwritten
+    assert not run_file(folder, record("aeda", 13, 0)).exists()  # its method changed since: runs again
+    assert not run_file(folder, record("raw", 99, 0)).exists()  # a seed the suite does not plan
+    with pytest.raises(ConfigError, match="ablation"):
+        saved.write_text(json.dumps(dict(results, suite="ablation")))
+        adopt_records(suite, folder, saved)
+    done = _suite(tmp_path, "--resume-from", str(tmp_path / "missing.json"))
+    assert done.returncode == 2 and "missing.json" in done.stderr
