@@ -688,9 +688,18 @@ def evaluate_arms(folder: Path, cfg: Config, names: Sequence[str], out: Dict[str
     metrics["selected"] = select_arm(metrics, ccfg.fallback_on_dev, dev["label"].astype(str).tolist(), names,
                                      ccfg.select_confidence)
     aug = da.augmented_frame(train, pseudo)
-    if judge is not None and pseudo is not None and len(pseudo):
-        model, tok = da.load_classifier_checkpoint(judge)
-        aug["consistency"] = da.label_consistency(model, tok, aug, names, ml)
+    if pseudo is not None and len(pseudo):
+        from dcls_core.diagnostics import inherited_label_probs, pseudo_diagnostics
+        from dcls_core.training import predict
+
+        probs = None
+        if judge is not None:  # the judge's probabilities: its consistency column and the diagnostics
+            model, tok = da.load_classifier_checkpoint(judge)
+            _, probs = predict(model, aug, tok, names, ml)
+            aug["consistency"] = inherited_label_probs(aug, probs, names)[0]
+        rows = aug["is_pseudo"].to_numpy()
+        metrics["pseudo_diagnostics"] = pseudo_diagnostics(aug[rows], train, None if probs is None else probs[rows],
+                                                           names)
     metrics["labels"] = list(names)
     metrics["rows"] = {"train": len(train), "pseudo": 0 if pseudo is None else len(pseudo),
                        "dev": len(dev), "test": len(test)}

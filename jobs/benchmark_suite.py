@@ -76,6 +76,12 @@ def run_file(folder: Path, run: Dict[str, Any]) -> Path:
 
 
 # --------------------------------------------------------------------------- one run
+# The pseudo-sample diagnostics a run records (dcls_core.diagnostics; judge: the run's raw arm).
+DIAGNOSTICS = {"label_consistency": "label consistency (judge)", "mean_changed_ratio": "tokens changed",
+               "distinct_2": "distinct-2", "distinct_2_original": "distinct-2 of the originals",
+               "duplicate_rate": "duplicates"}
+
+
 def _scores(block: Dict[str, Any]) -> Dict[str, float]:
     return {"accuracy": float(block["accuracy"]), "macro_f1": float(block["macro_f1"])}
 
@@ -108,6 +114,9 @@ def run_one(suite, run: Dict[str, Any], folder: Path, storage_path: str, threads
               "built": sorted(name for name in ("data", "raw", "importance", "generator", "generation")
                               if out[name] is not None and not out[name].skipped),
               "seconds": round(time.time() - start, 1)}
+    diag = metrics.get("pseudo_diagnostics")
+    if diag:
+        record["diagnostics"] = {k: diag.get(k) for k in DIAGNOSTICS}
     atomic_write_json(run_file(folder, run), record)
     return record
 
@@ -253,6 +262,12 @@ def summarise(suite, records: List[Dict[str, Any]]) -> Dict[str, Any]:
                               and r.get("skipped")})
             if skipped:
                 row["skipped"] = skipped
+            diags = [r["diagnostics"] for r in runs if r["setting"] == setting and r["method"] == method
+                     and r.get("diagnostics")]
+            if diags:  # mean over the seeds that recorded them (runs from before they were recorded lack them)
+                row["diagnostics"] = {k: round(float(np.mean([d[k] for d in diags if d.get(k) is not None])), 4)
+                                      for k in DIAGNOSTICS if any(d.get(k) is not None for d in diags)}
+                row["diagnostics"]["n"] = len(diags)
             paper = suite.paper.get(setting, {}).get(method)
             if paper is not None:
                 row["paper"] = paper
@@ -293,6 +308,19 @@ def markdown(summary: Dict[str, Any]) -> str:
                     text += " (augmenter skipped)"
                 cells.append(text)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    diag = [r for r in summary["rows"] if r.get("diagnostics")]
+    if diag:
+        lines += ["## pseudo-sample diagnostics", "",
+                  "Mean over seeds (n) of each run's pseudo samples; label consistency: share whose "
+                  "label the run's raw arm predicts; tokens changed: mean `changed_ratio`; duplicates: "
+                  "same text as the source or an earlier pseudo sample.", "",
+                  "| setting | method | n | " + " | ".join(DIAGNOSTICS.values()) + " |",
+                  "|---|---|---|" + "---|" * len(DIAGNOSTICS)]
+        for r in diag:
+            d = r["diagnostics"]
+            lines.append(f"| {r['setting']} | {r['method']} | {d['n']} | "
+                         + " | ".join("-" if d.get(k) is None else f"{d[k]:.3f}" for k in DIAGNOSTICS) + " |")
         lines.append("")
     lines += [f"- {note}" for note in summary["notes"]]
     return "\n".join(lines).rstrip() + "\n"

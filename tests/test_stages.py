@@ -47,6 +47,10 @@ def test_every_stage_runs_in_process_and_evaluates_every_arm(first):
     pseudo = out["pseudo"]
     n = first["cfg"].augment.n
     assert len(pseudo) == n * len(out["train"]) and set(pseudo["source_id"]) == set(out["train"]["id"])
+    diag = metrics["pseudo_diagnostics"]  # judged by the raw arm, the consistency column's judge
+    aug = pd.read_parquet(out["evaluation"].file("augmented.parquet"))
+    assert diag["n_pseudo"] == len(pseudo) and 0 <= diag["label_consistency"] <= 1
+    assert diag["mean_label_prob"] == pytest.approx(aug.loc[aug["is_pseudo"], "consistency"].mean())
     for arm in ("raw", "no_augmentation", "augmented"):  # checkpoints as the Ray Train loops write them
         fit = pd.read_json(out["arms"][arm].file("model") / "fit.json", typ="series")
         assert fit["steps"] >= first["cfg"].classifier.min_steps and "best_dev_macro_f1" in fit

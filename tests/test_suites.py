@@ -53,6 +53,20 @@ def test_every_method_and_peer_has_a_row(suite):
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_every_augmenting_method_has_a_pseudo_sample_diagnostics_row(suite):
+    rows = {r["method"]: r for r in suite["summary"]["rows"]}
+    assert "diagnostics" not in rows["raw"]  # no pseudo samples, no diagnostics
+    for method in ("aeda", "diffusion"):
+        d = rows[method]["diagnostics"]
+        assert d["n"] == 1 and 0 <= d["label_consistency"] <= 1 and 0 <= d["duplicate_rate"] <= 1, method
+        assert 0 < d["distinct_2"] <= 1 and 0 < d["distinct_2_original"] <= 1, method
+    assert rows["aeda"]["diagnostics"]["mean_changed_ratio"] > 0  # AEDA always inserts punctuation
+    table = (suite["root"] / "results" / "tiny.md").read_text()
+    assert "## pseudo-sample diagnostics" in table and "| smoke | aeda | 1 |" in table
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_the_runs_of_a_seed_share_rows_and_stages(suite):
     runs = [r for r in suite["summary"]["runs"] if r["method"] != "setfit"]
     for seed in (13,):
