@@ -24,7 +24,12 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["tokenize_words", "distinct_n", "pseudo_diagnostics", "filter_by_confidence",
-           "inherited_label_probs"]
+           "inherited_label_probs", "HEADLINE"]
+
+# The figures of ``pseudo_diagnostics`` that reports and suite tables show, with their labels.
+HEADLINE = {"label_consistency": "judge predicts the inherited label", "mean_changed_ratio": "tokens changed",
+            "distinct_2": "distinct-2", "distinct_2_original": "distinct-2 of the originals",
+            "duplicate_rate": "duplicates (of the source or an earlier pseudo sample)"}
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")

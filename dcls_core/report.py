@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dcls_core.artifacts import atomic_write_text
+from dcls_core.diagnostics import HEADLINE
 from dcls_core.evaluation import ARMS
 
 
@@ -157,12 +158,6 @@ def examples_table(augmented: pd.DataFrame, per_label: int = 2, width: int = 160
 AUGMENTER_NAMES = {"diffusion": "DiffusionCLS", "retrieval": "retrieval from the unlabelled corpus, not DiffusionCLS"}
 
 
-DIAGNOSTIC_LABELS = [("label_consistency", "judge predicts the inherited label"),
-                     ("mean_changed_ratio", "tokens changed"), ("distinct_2", "distinct-2"),
-                     ("distinct_2_original", "distinct-2 of the originals"),
-                     ("duplicate_rate", "duplicates (of the source or an earlier pseudo sample)")]
-
-
 def write_report(run_dir: Path, metrics: Dict[str, Any], augmented: pd.DataFrame, config: Any = None,
                  stages: Optional[List[Dict[str, Any]]] = None,
                  checkpoints: Optional[Dict[str, str]] = None) -> Path:
@@ -221,7 +216,7 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], augmented: pd.DataFrame
             lines += [f"Mean label consistency (the judging classifier's probability of the inherited label): "
                       f"{float(pseudo['consistency'].mean()):.4f}", ""]
         diag = metrics.get("pseudo_diagnostics") or {}
-        shown = [(k, label) for k, label in DIAGNOSTIC_LABELS if diag.get(k) is not None]
+        shown = [(k, label) for k, label in HEADLINE.items() if diag.get(k) is not None]
         if shown:
             lines += ["Pseudo-sample diagnostics (`dcls_core.diagnostics`):", "",
                       _md_table([label for _, label in shown], [[float(diag[k]) for k, _ in shown]]), ""]

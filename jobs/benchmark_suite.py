@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from dcls_core.diagnostics import HEADLINE
+
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmark.suite")
 SUITES = ("fewshot", "partial", "domain", "ablation")
@@ -71,17 +73,16 @@ def plan(suite) -> List[Dict[str, Any]]:
             for m in suite.methods]
 
 
+def suite_folder(storage_path: str, suite) -> Path:
+    """Where a suite's run records and shared stages live."""
+    return (Path(storage_path) / "suites" / suite.name).resolve()
+
+
 def run_file(folder: Path, run: Dict[str, Any]) -> Path:
     return folder / "runs" / f"{run['setting']}--{run['method']}--s{run['seed']}.json"
 
 
 # --------------------------------------------------------------------------- one run
-# The pseudo-sample diagnostics a run records (dcls_core.diagnostics; judge: the run's raw arm).
-DIAGNOSTICS = {"label_consistency": "label consistency (judge)", "mean_changed_ratio": "tokens changed",
-               "distinct_2": "distinct-2", "distinct_2_original": "distinct-2 of the originals",
-               "duplicate_rate": "duplicates"}
-
-
 def _scores(block: Dict[str, Any]) -> Dict[str, float]:
     return {"accuracy": float(block["accuracy"]), "macro_f1": float(block["macro_f1"])}
 
@@ -116,7 +117,7 @@ def run_one(suite, run: Dict[str, Any], folder: Path, storage_path: str, threads
               "seconds": round(time.time() - start, 1)}
     diag = metrics.get("pseudo_diagnostics")
     if diag:
-        record["diagnostics"] = {k: diag.get(k) for k in DIAGNOSTICS}
+        record["diagnostics"] = {k: diag.get(k) for k in HEADLINE}
     atomic_write_json(run_file(folder, run), record)
     return record
 
@@ -192,7 +193,7 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
     from dcls_core.config import RayConfig
     from jobs.ray_runtime import init_ray
 
-    folder = (Path(storage_path) / "suites" / suite.name).resolve()
+    folder = suite_folder(storage_path, suite)
     (folder / "runs").mkdir(parents=True, exist_ok=True)
     todo = [r for r in plan(suite) if not run_file(folder, r).exists()]
     peers = [{"setting": s, "method": "setfit", "seed": seed} for s in suite.settings for seed in suite.seeds
@@ -266,7 +267,7 @@ def summarise(suite, records: List[Dict[str, Any]]) -> Dict[str, Any]:
                      and r.get("diagnostics")]
             if diags:  # mean over the seeds that recorded them (runs from before they were recorded lack them)
                 row["diagnostics"] = {k: round(float(np.mean([d[k] for d in diags if d.get(k) is not None])), 4)
-                                      for k in DIAGNOSTICS if any(d.get(k) is not None for d in diags)}
+                                      for k in HEADLINE if any(d.get(k) is not None for d in diags)}
                 row["diagnostics"]["n"] = len(diags)
             paper = suite.paper.get(setting, {}).get(method)
             if paper is not None:
@@ -315,12 +316,12 @@ def markdown(summary: Dict[str, Any]) -> str:
                   "Mean over seeds (n) of each run's pseudo samples; label consistency: share whose "
                   "label the run's raw arm predicts; tokens changed: mean `changed_ratio`; duplicates: "
                   "same text as the source or an earlier pseudo sample.", "",
-                  "| setting | method | n | " + " | ".join(DIAGNOSTICS.values()) + " |",
-                  "|---|---|---|" + "---|" * len(DIAGNOSTICS)]
+                  "| setting | method | n | " + " | ".join(HEADLINE.values()) + " |",
+                  "|---|---|---|" + "---|" * len(HEADLINE)]
         for r in diag:
             d = r["diagnostics"]
             lines.append(f"| {r['setting']} | {r['method']} | {d['n']} | "
-                         + " | ".join("-" if d.get(k) is None else f"{d[k]:.3f}" for k in DIAGNOSTICS) + " |")
+                         + " | ".join("-" if d.get(k) is None else f"{d[k]:.3f}" for k in HEADLINE) + " |")
         lines.append("")
     lines += [f"- {note}" for note in summary["notes"]]
     return "\n".join(lines).rstrip() + "\n"
@@ -363,7 +364,7 @@ def run_cli(args: argparse.Namespace) -> None:
         suite = load_suite(args.suite, args.set)
         resume = Path(args.resume_from) if args.resume_from else None
         if resume is not None:  # before any compute: a bad file fails here, naming itself
-            adopt_records(suite, Path(args.storage_path).resolve() / "suites" / suite.name, resume)
+            adopt_records(suite, suite_folder(args.storage_path, suite), resume)
     except Exception as exc:  # noqa: BLE001 - only bad input becomes a message
         if not is_bad_input(exc):
             raise
