@@ -73,6 +73,23 @@ def plan(suite) -> List[Dict[str, Any]]:
             for m in suite.methods]
 
 
+def check_slice(suite, settings: Sequence[str] = (), seeds: Sequence[int] = ()) -> None:
+    """Refuse a slice (``--only-settings``/``--only-seeds``) that names what the suite does not plan."""
+    from dcls_core.config import ConfigError
+
+    unknown = [s for s in settings if s not in suite.settings]
+    if unknown:
+        raise ConfigError(f"--only-settings {unknown}: not settings of suite {suite.name!r} "
+                          f"(its settings: {list(suite.settings)})")
+    unknown = [s for s in seeds if s not in suite.seeds]
+    if unknown:
+        raise ConfigError(f"--only-seeds {unknown}: not seeds of suite {suite.name!r} (its seeds: {list(suite.seeds)})")
+
+
+def in_slice(run: Dict[str, Any], settings: Sequence[str] = (), seeds: Sequence[int] = ()) -> bool:
+    return (not settings or run["setting"] in settings) and (not seeds or run["seed"] in seeds)
+
+
 def suite_folder(storage_path: str, suite) -> Path:
     """Where a suite's run records and shared stages live."""
     return (Path(storage_path) / "suites" / suite.name).resolve()
@@ -186,8 +203,11 @@ def adopt_records(suite, folder: Path, results: Path) -> int:
 
 
 # --------------------------------------------------------------------------- the suite
-def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0) -> Dict[str, Any]:
-    """Run what is missing (Ray tasks), then write the suite's JSON, Markdown table and plot."""
+def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0,
+              only_settings: Sequence[str] = (), only_seeds: Sequence[int] = ()) -> Dict[str, Any]:
+    """Run what is missing (Ray tasks; only the runs of ``only_settings``/``only_seeds`` when given),
+    then write the suite's JSON, Markdown table and plot over every finished run of the suite: a
+    slice adds to the table, it never drops the other settings' or seeds' records."""
     import ray
 
     from dcls_core.config import RayConfig
@@ -195,10 +215,14 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
 
     folder = suite_folder(storage_path, suite)
     (folder / "runs").mkdir(parents=True, exist_ok=True)
-    todo = [r for r in plan(suite) if not run_file(folder, r).exists()]
+    check_slice(suite, only_settings, only_seeds)
+    todo = [r for r in plan(suite) if not run_file(folder, r).exists() and in_slice(r, only_settings, only_seeds)]
     peers = [{"setting": s, "method": "setfit", "seed": seed} for s in suite.settings for seed in suite.seeds
              if "setfit" in suite.peers]
-    todo_peers = [r for r in peers if not run_file(folder, r).exists()]
+    todo_peers = [r for r in peers if not run_file(folder, r).exists() and in_slice(r, only_settings, only_seeds)]
+    if only_settings or only_seeds:
+        log.info("suite %s: running only settings %s, seeds %s (the table covers every finished run)",
+                 suite.name, list(only_settings) or "all", list(only_seeds) or "all")
     log.info("suite %s: %d runs (+%d SetFit), %d to do (+%d), stages in %s", suite.name, len(plan(suite)),
              len(peers), len(todo), len(todo_peers), folder / "stages")
     start = time.time()
@@ -362,6 +386,7 @@ def run_cli(args: argparse.Namespace) -> None:
 
     try:
         suite = load_suite(args.suite, args.set)
+        check_slice(suite, args.only_settings, args.only_seeds)
         resume = Path(args.resume_from) if args.resume_from else None
         if resume is not None:  # before any compute: a bad file fails here, naming itself
             adopt_records(suite, suite_folder(args.storage_path, suite), resume)
@@ -370,7 +395,8 @@ def run_cli(args: argparse.Namespace) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
-    summary = run_suite(suite, args.storage_path, Path(args.results_dir), args.max_parallel)
+    summary = run_suite(suite, args.storage_path, Path(args.results_dir), args.max_parallel,
+                        args.only_settings, args.only_seeds)
     print(markdown(summary))
 
 
@@ -385,6 +411,11 @@ def add_suites(sub) -> None:
         p.add_argument("--resume-from", default=None, metavar="JSON",
                        help="adopt the finished runs of a results file (e.g. the committed "
                             "benchmarks/results/<suite>.json) when this machine lacks the run folder")
+        p.add_argument("--only-settings", nargs="+", default=[], metavar="SETTING",
+                       help="run only these settings now (the table still covers every finished run)")
+        p.add_argument("--only-seeds", nargs="+", type=int, default=[], metavar="SEED",
+                       help="run only these seeds now (unlike --set seeds=[..], the other seeds' records stay "
+                            "in the table)")
         p.set_defaults(func=run_cli)
 
     for name in SUITES:

@@ -133,3 +133,28 @@ def test_resume_from_adopts_the_committed_records_of_unchanged_runs_only(tmp_pat
         adopt_records(suite, folder, saved)
     done = _suite(tmp_path, "--resume-from", str(tmp_path / "missing.json"))
     assert done.returncode == 2 and "missing.json" in done.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_slice_runs_only_its_seeds_and_keeps_every_record_in_the_table(suite):
+    root = suite["root"]
+    runs = root / "store" / "suites" / "tiny" / "runs"
+    before = sorted(p.name for p in runs.glob("*.json"))
+    done = _suite(root, "--set", "seeds=[13,14]", "--only-seeds", "13", "--results-dir", str(root / "sliced"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "6 runs (+0 SetFit), 0 to do" in done.stderr  # seed 13's runs are all finished; 14 is left out
+    assert "running only settings all, seeds [13]" in done.stderr
+    assert sorted(p.name for p in runs.glob("*.json")) == before  # seed 14 was not run
+    sliced = json.loads((root / "sliced" / "tiny.json").read_text())
+    assert sliced["seeds"] == [13, 14] and len([r for r in sliced["runs"] if r["seed"] == 13]) == len(before)
+    table = (root / "sliced" / "tiny.md").read_text()
+    assert "(n=1)" in table  # the table says each cell has one of the suite's two seeds
+
+
+def test_a_slice_naming_what_the_suite_lacks_fails_before_any_run(tmp_path):
+    done = _suite(tmp_path, "--only-settings", "nope")
+    assert done.returncode == 2 and "nope" in done.stderr and "smoke" in done.stderr
+    done = _suite(tmp_path, "--only-seeds", "99")
+    assert done.returncode == 2 and "99" in done.stderr and "[13]" in done.stderr
+    assert not (tmp_path / "store").exists()
