@@ -324,7 +324,9 @@ def markdown(summary: Dict[str, Any]) -> str:
                 if r is None or r[f"{metric}_mean"] is None:
                     cells.append("-")
                     continue
-                text = f"{r[f'{metric}_mean']:.2f} ± {r[f'{metric}_std']:.2f}"
+                text = f"{r[f'{metric}_mean']:.2f}"
+                if r["n"] > 1:  # one seed has no spread: "± 0.00" would claim one
+                    text += f" ± {r[f'{metric}_std']:.2f}"
                 if r["n"] < len(summary["seeds"]):
                     text += f" (n={r['n']})"
                 if "paper" in r and metric == summary["metrics"][0]:

@@ -158,3 +158,15 @@ def test_a_slice_naming_what_the_suite_lacks_fails_before_any_run(tmp_path):
     done = _suite(tmp_path, "--only-seeds", "99")
     assert done.returncode == 2 and "99" in done.stderr and "[13]" in done.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_the_table_gives_a_spread_only_where_there_are_several_seeds():
+    from jobs.benchmark_suite import markdown
+
+    row = {"setting": "smoke", "accuracy_mean": 61.0, "accuracy_std": 0.0}
+    summary = {"suite": "tiny", "settings": {"smoke": [], "other": []}, "seeds": [13, 42], "metrics": ["accuracy"],
+               "notes": [], "rows": [dict(row, method="raw", n=2, accuracy_std=1.5),
+                                     dict(row, method="aeda", n=1)]}
+    table = markdown(summary)
+    assert "| raw | 61.00 ± 1.50 | - |" in table
+    assert "| aeda | 61.00 (n=1) | - |" in table  # one seed: no "± 0.00" claiming no spread
