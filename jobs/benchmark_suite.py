@@ -31,6 +31,13 @@ from dcls_core.diagnostics import HEADLINE
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmark.suite")
 SUITES = ("fewshot", "partial", "domain", "ablation")
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
+
+
+def _task_logging() -> None:
+    """A Ray task's Python logging starts at WARNING: without INFO here a run's stage and fit
+    progress (minutes of it) never reaches the driver's log. No-op where logging is set up."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 # --------------------------------------------------------------------------- config
@@ -112,6 +119,7 @@ def run_one(suite, run: Dict[str, Any], folder: Path, storage_path: str, threads
     from dcls_core.storage import cache_dir
     from dcls_core.study import SharedStages
 
+    _task_logging()
     if threads:
         import torch
 
@@ -147,6 +155,7 @@ def run_setfit(suite, setting: str, seed: int, folder: Path, storage_path: str) 
     from dcls_core.models import resolve_model
     from jobs.benchmark_quick import run_setfit as setfit
 
+    _task_logging()
     start = time.time()
     method = next(iter(suite.methods))
     cfg = run_config(suite, setting, method, seed, storage_path)
@@ -239,6 +248,8 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
         while queue or pending:
             while queue and len(pending) < at_once:
                 kind, r = queue.pop(0)
+                log.info("suite %s: start %s %s seed %d (%d of %d)", suite.name, r["setting"], r["method"], r["seed"],
+                         len(todo) + len(todo_peers) - len(queue), len(todo) + len(todo_peers))
                 ref = (one.remote(suite, r, folder, storage_path, threads) if kind == "run"
                        else peer.remote(suite, r["setting"], r["seed"], folder, storage_path))
                 pending[ref] = r

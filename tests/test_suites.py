@@ -67,6 +67,17 @@ def test_every_augmenting_method_has_a_pseudo_sample_diagnostics_row(suite):
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_the_driver_log_shows_each_run_starting_and_its_fit_progress(suite):
+    log = suite["log"]
+    for i, method in enumerate(["raw", "aeda", "diffusion"], start=1):
+        assert f"suite tiny: start smoke {method} seed 13 ({i} of 3)" in log
+    # the fit's own lines, logged inside the Ray task, reach the driver (not only the end result)
+    progress = [line for line in log.splitlines() if "run_one pid=" in line and "dcls_core.training step" in line]
+    assert progress, log[-3000:]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_the_runs_of_a_seed_share_rows_and_stages(suite):
     runs = [r for r in suite["summary"]["runs"] if r["method"] != "setfit"]
     for seed in (13,):
