@@ -31,12 +31,13 @@ from dcls_core.diagnostics import HEADLINE
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmark.suite")
 SUITES = ("fewshot", "partial", "domain", "ablation")
-LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
 
 
 def _task_logging() -> None:
     """A Ray task's Python logging starts at WARNING: without INFO here a run's stage and fit
     progress (minutes of it) never reaches the driver's log. No-op where logging is set up."""
+    from jobs.pipeline import LOG_FORMAT
+
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 

@@ -72,7 +72,7 @@ def test_the_driver_log_shows_each_run_starting_and_its_fit_progress(suite):
     for i, method in enumerate(["raw", "aeda", "diffusion"], start=1):
         assert f"suite tiny: start smoke {method} seed 13 ({i} of 3)" in log
     # the fit's own lines, logged inside the Ray task, reach the driver (not only the end result)
-    progress = [line for line in log.splitlines() if "run_one pid=" in line and "dcls_core.training step" in line]
+    progress = [line for line in log.splitlines() if "run_one pid=" in line and "dcls_core.training INFO step" in line]
     assert progress, log[-3000:]
 
 
