@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from dcls_core.diagnostics import HEADLINE
 
@@ -213,6 +213,19 @@ def adopt_records(suite, folder: Path, results: Path) -> int:
 
 
 # --------------------------------------------------------------------------- the suite
+def next_to_start(queue: Sequence[Tuple[str, Dict[str, Any]]], running: Sequence[Tuple[str, Dict[str, Any]]],
+                  warm: Set[Tuple[str, int]]) -> int:
+    """The queue index of the next task to start. A run of a (setting, seed) none of whose runs has
+    finished yet (not ``warm``) while another of its runs is in flight would only wait on that run's
+    lock for the shared data and raw stages (minutes): it is passed over for any other task (a SetFit
+    peer, another slice's run), and taken only when nothing else is left."""
+    cold = {(r["setting"], r["seed"]) for kind, r in running if kind == "run"} - warm
+    for i, (kind, r) in enumerate(queue):
+        if kind != "run" or (r["setting"], r["seed"]) not in cold:
+            return i
+    return 0
+
+
 def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0,
               only_settings: Sequence[str] = (), only_seeds: Sequence[int] = ()) -> Dict[str, Any]:
     """Run what is missing (Ray tasks; only the runs of ``only_settings``/``only_seeds`` when given),
@@ -244,20 +257,23 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
         peer = ray.remote(num_cpus=suite.cpus_per_run, max_retries=0)(run_setfit)
         threads = max(1, int(suite.cpus_per_run))
         queue = [("run", r) for r in todo] + [("setfit", r) for r in todo_peers]
-        pending: Dict[Any, Dict[str, Any]] = {}
+        warm = {(r["setting"], r["seed"]) for r in plan(suite) if run_file(folder, r).exists()}
+        pending: Dict[Any, Tuple[str, Dict[str, Any]]] = {}
         failures: List[str] = []
         while queue or pending:
             while queue and len(pending) < at_once:
-                kind, r = queue.pop(0)
+                kind, r = queue.pop(next_to_start(queue, list(pending.values()), warm))
                 log.info("suite %s: start %s %s seed %d (%d of %d)", suite.name, r["setting"], r["method"], r["seed"],
                          len(todo) + len(todo_peers) - len(queue), len(todo) + len(todo_peers))
                 ref = (one.remote(suite, r, folder, storage_path, threads) if kind == "run"
                        else peer.remote(suite, r["setting"], r["seed"], folder, storage_path))
-                pending[ref] = r
+                pending[ref] = (kind, r)
             done, _ = ray.wait(list(pending), num_returns=1)
-            r = pending.pop(done[0])
+            kind, r = pending.pop(done[0])
             try:
                 rec = ray.get(done[0])
+                if kind == "run":
+                    warm.add((r["setting"], r["seed"]))
                 log.info("suite %s: %s %s seed %d: test %s (%.0fs)", suite.name, r["setting"], r["method"],
                          r["seed"], {k: round(v, 4) for k, v in rec["test"].items()}, rec["seconds"])
             except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others

@@ -181,3 +181,23 @@ def test_the_table_gives_a_spread_only_where_there_are_several_seeds():
     table = markdown(summary)
     assert "| raw | 61.00 ± 1.50 | - |" in table
     assert "| aeda | 61.00 (n=1) | - |" in table  # one seed: no "± 0.00" claiming no spread
+
+
+def test_a_slice_whose_shared_stages_are_being_built_yields_its_core_to_other_work():
+    from jobs.benchmark_suite import next_to_start
+
+    def run(setting, method, seed=13):
+        return ("run", {"setting": setting, "method": method, "seed": seed})
+
+    peer = ("setfit", {"setting": "a", "method": "setfit", "seed": 13})
+    running = [run("a", "raw")]
+    # a's raw arm is still being built: its next run would only wait on that lock
+    assert next_to_start([run("a", "eda"), run("a", "aeda"), peer], running, warm=set()) == 2
+    assert next_to_start([run("a", "eda"), run("b", "raw")], running, warm=set()) == 1
+    assert next_to_start([run("a", "eda"), run("a", "raw", seed=42)], running, warm=set()) == 1
+    # once a run of the slice has finished, its runs go in queue order
+    assert next_to_start([run("a", "eda"), peer], running, warm={("a", 13)}) == 0
+    # nothing else to do: start it anyway (it waits, as before)
+    assert next_to_start([run("a", "eda"), run("a", "aeda")], running, warm=set()) == 0
+    # a running SetFit peer builds no shared stage
+    assert next_to_start([run("a", "eda")], [peer], warm=set()) == 0
