@@ -134,7 +134,8 @@ def run_one(suite, run: Dict[str, Any], folder: Path, storage_path: str, threads
     arm = "augmented" if "augmented" in out["arms"] else "raw"
     gen = read_json(out["generation"].path / "_stage.json")["summary"] if out["generation"] is not None else {}
     record = {**run, "arm": arm, "test": _scores(metrics[arm]["test"]), "dev": _scores(metrics[arm]["dev"]),
-              "raw_test": _scores(metrics["raw"]["test"]), "probe_test": _scores(metrics["probe"]["test"]),
+              "raw_test": _scores(metrics["raw"]["test"]), "raw_dev": _scores(metrics["raw"]["dev"]),
+              "probe_test": _scores(metrics["probe"]["test"]),
               "selected": metrics["selected"]["arm"], "train_rows": len(out["train"]),
               "test_rows": len(out["test"]), "pseudo_rows": 0 if out["pseudo_path"] is None else id_counts(out["pseudo_path"])[0],
               "skipped": None if not (gen.get("stats") or {}).get("skipped") else str(gen["stats"]["skipped"]),

@@ -89,6 +89,8 @@ def test_the_runs_of_a_seed_share_rows_and_stages(suite):
         assert len(list(stages.glob("raw-*"))) == 1 and len(list(stages.glob("generation-*"))) == 2
     by = {(r["method"], r["seed"]): r for r in runs}
     assert by[("raw", 13)]["arm"] == "raw" and by[("raw", 13)]["pseudo_rows"] == 0
+    # every record carries the shared raw arm's dev score, so "− raw on dev" needs no log
+    assert len({json.dumps(r["raw_dev"]) for r in runs}) == 1 and by[("raw", 13)]["dev"] == by[("raw", 13)]["raw_dev"]
     assert by[("aeda", 13)]["arm"] == "augmented" and by[("aeda", 13)]["pseudo_rows"] > 0
     assert {"importance", "generator"} <= set(by[("diffusion", 13)]["built"])
     assert "importance" not in by[("aeda", 13)]["built"]  # a baseline reads neither importance nor generator
