@@ -228,10 +228,13 @@ def next_to_start(queue: Sequence[Tuple[str, Dict[str, Any]]], running: Sequence
 
 
 def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0,
-              only_settings: Sequence[str] = (), only_seeds: Sequence[int] = ()) -> Dict[str, Any]:
-    """Run what is missing (Ray tasks; only the runs of ``only_settings``/``only_seeds`` when given),
-    then write the suite's JSON, Markdown table and plot over every finished run of the suite: a
-    slice adds to the table, it never drops the other settings' or seeds' records."""
+              only_settings: Sequence[str] = (), only_seeds: Sequence[int] = (),
+              report_only: bool = False) -> Dict[str, Any]:
+    """Run what is missing (Ray tasks; only the runs of ``only_settings``/``only_seeds`` when given;
+    nothing with ``report_only``), then write the suite's JSON, Markdown table and plot over every
+    finished run of the suite: a slice adds to the table, it never drops the other settings' or seeds'
+    records. ``wall_seconds_last_invocation`` is the wall time of the last invocation that ran
+    something: one that runs nothing keeps the figure of the results file it rewrites."""
     import ray
 
     from dcls_core.config import RayConfig
@@ -249,6 +252,12 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
                  suite.name, list(only_settings) or "all", list(only_seeds) or "all")
     log.info("suite %s: %d runs (+%d SetFit), %d to do (+%d), stages in %s", suite.name, len(plan(suite)),
              len(peers), len(todo), len(todo_peers), folder / "stages")
+    if report_only and (todo or todo_peers):
+        log.warning("suite %s: --report-only: %d run(s) and %d SetFit peer(s) not run, left out of the table: %s",
+                    suite.name, len(todo), len(todo_peers),
+                    [f"{r['setting']} {r['method']} seed {r['seed']}" for r in todo + todo_peers])
+        todo, todo_peers = [], []
+    ran = bool(todo or todo_peers)
     start = time.time()
     if todo or todo_peers:
         init_ray(RayConfig())
@@ -284,12 +293,22 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
             log.error("suite %s: %d run(s) failed (they run again next time): %s", suite.name, len(failures), failures)
     records = [json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*.json"))]
     summary = summarise(suite, records)
-    summary["wall_seconds_last_invocation"] = round(time.time() - start, 1)
+    summary["wall_seconds_last_invocation"] = (round(time.time() - start, 1) if ran
+                                               else _last_wall_seconds(results_dir / f"{suite.name}.json", suite))
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{suite.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     (results_dir / f"{suite.name}.md").write_text(markdown(summary))
     plot(summary, results_dir / f"{suite.name}.png")
     return summary
+
+
+def _last_wall_seconds(results: Path, suite) -> Optional[float]:
+    """The wall time an earlier invocation wrote to this suite's results file (None if none)."""
+    try:
+        summary = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary.get("wall_seconds_last_invocation") if summary.get("suite") == suite.name else None
 
 
 def summarise(suite, records: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -427,7 +446,7 @@ def run_cli(args: argparse.Namespace) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     summary = run_suite(suite, args.storage_path, Path(args.results_dir), args.max_parallel,
-                        args.only_settings, args.only_seeds)
+                        args.only_settings, args.only_seeds, args.report_only)
     print(markdown(summary))
 
 
@@ -447,6 +466,9 @@ def add_suites(sub) -> None:
         p.add_argument("--only-seeds", nargs="+", type=int, default=[], metavar="SEED",
                        help="run only these seeds now (unlike --set seeds=[..], the other seeds' records stay "
                             "in the table)")
+        p.add_argument("--report-only", action="store_true",
+                       help="run nothing: rewrite the JSON, table and plot from the finished runs (with "
+                            "--resume-from, from a results file's records)")
         p.set_defaults(func=run_cli)
 
     for name in SUITES:

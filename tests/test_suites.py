@@ -203,3 +203,27 @@ def test_a_slice_whose_shared_stages_are_being_built_yields_its_core_to_other_wo
     assert next_to_start([run("a", "eda"), run("a", "aeda")], running, warm=set()) == 0
     # a running SetFit peer builds no shared stage
     assert next_to_start([run("a", "eda")], [peer], warm=set()) == 0
+
+
+def test_report_only_rewrites_the_table_from_the_records_and_runs_nothing(tmp_path):
+    record = lambda method, acc: {"setting": "smoke", "method": method, "seed": 13,  # noqa: E731
+                                  "test": {"accuracy": acc, "macro_f1": acc}, "probe_test": {"accuracy": 0.4,
+                                                                                             "macro_f1": 0.4}}
+    saved = tmp_path / "tiny.json"
+    saved.write_text(json.dumps({"suite": "tiny", "overrides": SUITE["overrides"], "settings": SUITE["settings"],
+                                 "methods": SUITE["methods"], "wall_seconds_last_invocation": 4858.0,
+                                 "runs": [record("raw", 0.6), record("aeda", 0.65)]}))
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "tiny.json").write_text(saved.read_text())  # the committed file the report rewrites
+    done = _suite(tmp_path, "--resume-from", str(saved), "--report-only")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "not run, left out of the table: ['smoke diffusion seed 13']" in done.stderr
+    assert "Started a local Ray instance" not in done.stderr  # nothing ran, so no Ray either
+    runs = tmp_path / "store" / "suites" / "tiny" / "runs"
+    assert sorted(p.name for p in runs.glob("*.json")) == ["smoke--aeda--s13.json", "smoke--raw--s13.json"]
+    summary = json.loads((results / "tiny.json").read_text())
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert rows["aeda"]["accuracy_mean"] == 65.0 and rows["diffusion"]["n"] == 0 and rows["probe"]["n"] == 1
+    assert summary["wall_seconds_last_invocation"] == 4858.0  # an invocation that ran nothing keeps the figure
+    assert "| aeda | 65.00 |" in (results / "tiny.md").read_text()
