@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -81,21 +82,33 @@ def plan(suite) -> List[Dict[str, Any]]:
             for m in suite.methods]
 
 
-def check_slice(suite, settings: Sequence[str] = (), seeds: Sequence[int] = ()) -> None:
-    """Refuse a slice (``--only-settings``/``--only-seeds``) that names what the suite does not plan."""
-    from dcls_core.config import ConfigError
+@dataclass(frozen=True)
+class Slice:
+    """The runs of a suite to run now (``--only-settings``/``--only-seeds``/``--only-methods``; empty:
+    all). The table still covers every finished run of the suite."""
+    settings: Tuple[str, ...] = ()
+    seeds: Tuple[int, ...] = ()
+    methods: Tuple[str, ...] = ()
 
-    unknown = [s for s in settings if s not in suite.settings]
-    if unknown:
-        raise ConfigError(f"--only-settings {unknown}: not settings of suite {suite.name!r} "
-                          f"(its settings: {list(suite.settings)})")
-    unknown = [s for s in seeds if s not in suite.seeds]
-    if unknown:
-        raise ConfigError(f"--only-seeds {unknown}: not seeds of suite {suite.name!r} (its seeds: {list(suite.seeds)})")
+    def check(self, suite) -> None:
+        """Refuse a slice that names what the suite does not plan, naming what it has."""
+        from dcls_core.config import ConfigError
 
+        runnable = list(suite.methods) + (["setfit"] if "setfit" in suite.peers else [])
+        for flag, given, has in (("--only-settings", self.settings, list(suite.settings)),
+                                 ("--only-seeds", self.seeds, list(suite.seeds)),
+                                 ("--only-methods", self.methods, runnable)):
+            unknown = [x for x in given if x not in has]
+            if unknown:
+                raise ConfigError(f"{flag} {unknown}: not in suite {suite.name!r} (it has: {has})")
 
-def in_slice(run: Dict[str, Any], settings: Sequence[str] = (), seeds: Sequence[int] = ()) -> bool:
-    return (not settings or run["setting"] in settings) and (not seeds or run["seed"] in seeds)
+    def holds(self, run: Dict[str, Any]) -> bool:
+        return ((not self.settings or run["setting"] in self.settings) and (not self.seeds or run["seed"] in self.seeds)
+                and (not self.methods or run["method"] in self.methods))
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {list(v) if v else 'all'}" for name, v in
+                         (("settings", self.settings), ("seeds", self.seeds), ("methods", self.methods)))
 
 
 def suite_folder(storage_path: str, suite) -> Path:
@@ -228,10 +241,9 @@ def next_to_start(queue: Sequence[Tuple[str, Dict[str, Any]]], running: Sequence
 
 
 def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0,
-              only_settings: Sequence[str] = (), only_seeds: Sequence[int] = (),
-              report_only: bool = False) -> Dict[str, Any]:
-    """Run what is missing (Ray tasks; only the runs of ``only_settings``/``only_seeds`` when given;
-    nothing with ``report_only``), then write the suite's JSON, Markdown table and plot over every
+              only: Slice = Slice(), report_only: bool = False) -> Dict[str, Any]:
+    """Run what is missing (Ray tasks; only the runs of the slice ``only``; nothing with
+    ``report_only``), then write the suite's JSON, Markdown table and plot over every
     finished run of the suite: a slice adds to the table, it never drops the other settings' or seeds'
     records. ``wall_seconds_last_invocation`` is the wall time of the last invocation that ran
     something: one that runs nothing keeps the figure of the results file it rewrites."""
@@ -242,14 +254,13 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
 
     folder = suite_folder(storage_path, suite)
     (folder / "runs").mkdir(parents=True, exist_ok=True)
-    check_slice(suite, only_settings, only_seeds)
-    todo = [r for r in plan(suite) if not run_file(folder, r).exists() and in_slice(r, only_settings, only_seeds)]
+    only.check(suite)
+    todo = [r for r in plan(suite) if not run_file(folder, r).exists() and only.holds(r)]
     peers = [{"setting": s, "method": "setfit", "seed": seed} for s in suite.settings for seed in suite.seeds
              if "setfit" in suite.peers]
-    todo_peers = [r for r in peers if not run_file(folder, r).exists() and in_slice(r, only_settings, only_seeds)]
-    if only_settings or only_seeds:
-        log.info("suite %s: running only settings %s, seeds %s (the table covers every finished run)",
-                 suite.name, list(only_settings) or "all", list(only_seeds) or "all")
+    todo_peers = [r for r in peers if not run_file(folder, r).exists() and only.holds(r)]
+    if only != Slice():
+        log.info("suite %s: running only %s (the table covers every finished run)", suite.name, only)
     log.info("suite %s: %d runs (+%d SetFit), %d to do (+%d), stages in %s", suite.name, len(plan(suite)),
              len(peers), len(todo), len(todo_peers), folder / "stages")
     if report_only and (todo or todo_peers):
@@ -436,7 +447,8 @@ def run_cli(args: argparse.Namespace) -> None:
 
     try:
         suite = load_suite(args.suite, args.set)
-        check_slice(suite, args.only_settings, args.only_seeds)
+        only = Slice(tuple(args.only_settings), tuple(args.only_seeds), tuple(args.only_methods))
+        only.check(suite)
         resume = Path(args.resume_from) if args.resume_from else None
         if resume is not None:  # before any compute: a bad file fails here, naming itself
             adopt_records(suite, suite_folder(args.storage_path, suite), resume)
@@ -446,7 +458,7 @@ def run_cli(args: argparse.Namespace) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     summary = run_suite(suite, args.storage_path, Path(args.results_dir), args.max_parallel,
-                        args.only_settings, args.only_seeds, args.report_only)
+                        only, args.report_only)
     print(markdown(summary))
 
 
@@ -466,6 +478,8 @@ def add_suites(sub) -> None:
         p.add_argument("--only-seeds", nargs="+", type=int, default=[], metavar="SEED",
                        help="run only these seeds now (unlike --set seeds=[..], the other seeds' records stay "
                             "in the table)")
+        p.add_argument("--only-methods", nargs="+", default=[], metavar="METHOD",
+                       help="run only these methods now (a suite method, or setfit); the table keeps the others")
         p.add_argument("--report-only", action="store_true",
                        help="run nothing: rewrite the JSON, table and plot from the finished runs (with "
                             "--resume-from, from a results file's records)")

@@ -165,11 +165,28 @@ def test_a_slice_runs_only_its_seeds_and_keeps_every_record_in_the_table(suite):
     assert "(n=1)" in table  # the table says each cell has one of the suite's two seeds
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_method_slice_runs_only_its_methods(suite):
+    root = suite["root"]
+    runs = root / "store" / "suites" / "tiny" / "runs"
+    before = sorted(p.name for p in runs.glob("*.json"))
+    done = _suite(root, "--set", "seeds=[13,14]", "--only-seeds", "14", "--only-methods", "raw",
+                  "--results-dir", str(root / "methods"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "6 runs (+0 SetFit), 1 to do" in done.stderr
+    assert sorted(p.name for p in runs.glob("*.json")) == sorted(before + ["smoke--raw--s14.json"])
+    rows = {r["method"]: r for r in json.loads((root / "methods" / "tiny.json").read_text())["rows"]}
+    assert rows["raw"]["n"] == 2 and rows["aeda"]["n"] == 1 and rows["probe"]["n"] == 2
+
+
 def test_a_slice_naming_what_the_suite_lacks_fails_before_any_run(tmp_path):
     done = _suite(tmp_path, "--only-settings", "nope")
     assert done.returncode == 2 and "nope" in done.stderr and "smoke" in done.stderr
     done = _suite(tmp_path, "--only-seeds", "99")
     assert done.returncode == 2 and "99" in done.stderr and "[13]" in done.stderr
+    done = _suite(tmp_path, "--only-methods", "probe")  # the probe comes from the runs, not a task of its own
+    assert done.returncode == 2 and "probe" in done.stderr and "['raw', 'aeda', 'diffusion']" in done.stderr
     assert not (tmp_path / "store").exists()
 
 
