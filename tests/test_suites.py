@@ -148,35 +148,37 @@ def test_resume_from_adopts_the_committed_records_of_unchanged_runs_only(tmp_pat
     assert done.returncode == 2 and "missing.json" in done.stderr
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_a_slice_runs_only_its_seeds_and_keeps_every_record_in_the_table(suite):
+def _slice(suite, name, *flags):
+    """Run a slice of the module's suite grown to seeds 13 and 14 (its results in ``<root>/<name>``);
+    return its stderr, the run files before and after, and its results file."""
     root = suite["root"]
     runs = root / "store" / "suites" / "tiny" / "runs"
     before = sorted(p.name for p in runs.glob("*.json"))
-    done = _suite(root, "--set", "seeds=[13,14]", "--only-seeds", "13", "--results-dir", str(root / "sliced"))
+    done = _suite(root, "--set", "seeds=[13,14]", *flags, "--results-dir", str(root / name))
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "6 runs (+0 SetFit), 0 to do" in done.stderr  # seed 13's runs are all finished; 14 is left out
-    assert "running only settings all, seeds [13]" in done.stderr
-    assert sorted(p.name for p in runs.glob("*.json")) == before  # seed 14 was not run
-    sliced = json.loads((root / "sliced" / "tiny.json").read_text())
+    after = sorted(p.name for p in runs.glob("*.json"))
+    return done.stderr, before, after, json.loads((root / name / "tiny.json").read_text())
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_slice_runs_only_its_seeds_and_keeps_every_record_in_the_table(suite):
+    log, before, after, sliced = _slice(suite, "sliced", "--only-seeds", "13")
+    assert "6 runs (+0 SetFit), 0 to do" in log  # seed 13's runs are all finished; 14 is left out
+    assert "running only settings all, seeds [13]" in log
+    assert after == before  # seed 14 was not run
     assert sliced["seeds"] == [13, 14] and len([r for r in sliced["runs"] if r["seed"] == 13]) == len(before)
-    table = (root / "sliced" / "tiny.md").read_text()
+    table = (suite["root"] / "sliced" / "tiny.md").read_text()
     assert "(n=1)" in table  # the table says each cell has one of the suite's two seeds
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_method_slice_runs_only_its_methods(suite):
-    root = suite["root"]
-    runs = root / "store" / "suites" / "tiny" / "runs"
-    before = sorted(p.name for p in runs.glob("*.json"))
-    done = _suite(root, "--set", "seeds=[13,14]", "--only-seeds", "14", "--only-methods", "raw",
-                  "--results-dir", str(root / "methods"))
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "6 runs (+0 SetFit), 1 to do" in done.stderr
-    assert sorted(p.name for p in runs.glob("*.json")) == sorted(before + ["smoke--raw--s14.json"])
-    rows = {r["method"]: r for r in json.loads((root / "methods" / "tiny.json").read_text())["rows"]}
+    log, before, after, summary = _slice(suite, "methods", "--only-seeds", "14", "--only-methods", "raw")
+    assert "6 runs (+0 SetFit), 1 to do" in log
+    assert after == sorted(before + ["smoke--raw--s14.json"])
+    rows = {r["method"]: r for r in summary["rows"]}
     assert rows["raw"]["n"] == 2 and rows["aeda"]["n"] == 1 and rows["probe"]["n"] == 2
 
 
