@@ -270,7 +270,7 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
         todo, todo_peers = [], []
     ran = bool(todo or todo_peers)
     start = time.time()
-    if todo or todo_peers:
+    if ran:
         init_ray(RayConfig())
         cpus = float(ray.cluster_resources().get("CPU", 1))
         at_once = max_parallel or max(1, int(min(os.cpu_count() or 1, cpus) // suite.cpus_per_run))
