@@ -106,6 +106,15 @@ class Slice:
         return ((not self.settings or run["setting"] in self.settings) and (not self.seeds or run["seed"] in self.seeds)
                 and (not self.methods or run["method"] in self.methods))
 
+    def ordered(self, runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """``runs`` with each (setting, seed)'s runs in the order ``--only-methods`` names them (the
+        user's priority: ``--only-methods diffusion raw`` does not queue DiffusionCLS behind every
+        baseline); the (setting, seed) groups keep their order, since they share stages."""
+        if not self.methods:
+            return list(runs)
+        groups = list(dict.fromkeys((r["setting"], r["seed"]) for r in runs))
+        return sorted(runs, key=lambda r: (groups.index((r["setting"], r["seed"])), self.methods.index(r["method"])))
+
     def __str__(self) -> str:
         return ", ".join(f"{name} {list(v) if v else 'all'}" for name, v in
                          (("settings", self.settings), ("seeds", self.seeds), ("methods", self.methods)))
@@ -255,7 +264,7 @@ def run_suite(suite, storage_path: str, results_dir: Path, max_parallel: int = 0
     folder = suite_folder(storage_path, suite)
     (folder / "runs").mkdir(parents=True, exist_ok=True)
     only.check(suite)
-    todo = [r for r in plan(suite) if not run_file(folder, r).exists() and only.holds(r)]
+    todo = only.ordered([r for r in plan(suite) if not run_file(folder, r).exists() and only.holds(r)])
     peers = [{"setting": s, "method": "setfit", "seed": seed} for s in suite.settings for seed in suite.seeds
              if "setfit" in suite.peers]
     todo_peers = [r for r in peers if not run_file(folder, r).exists() and only.holds(r)]
@@ -479,7 +488,7 @@ def add_suites(sub) -> None:
                        help="run only these seeds now (unlike --set seeds=[..], the other seeds' records stay "
                             "in the table)")
         p.add_argument("--only-methods", nargs="+", default=[], metavar="METHOD",
-                       help="run only these methods now (a suite method, or setfit); the table keeps the others")
+                       help="run only these methods now, in this order (a suite method, or setfit); the table keeps the others")
         p.add_argument("--report-only", action="store_true",
                        help="run nothing: rewrite the JSON, table and plot from the finished runs (with "
                             "--resume-from, from a results file's records)")

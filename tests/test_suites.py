@@ -246,3 +246,13 @@ def test_report_only_rewrites_the_table_from_the_records_and_runs_nothing(tmp_pa
     assert rows["aeda"]["accuracy_mean"] == 65.0 and rows["diffusion"]["n"] == 0 and rows["probe"]["n"] == 1
     assert summary["wall_seconds_last_invocation"] == 4858.0  # an invocation that ran nothing keeps the figure
     assert "| aeda | 65.00 |" in (results / "tiny.md").read_text()
+
+
+def test_a_method_slice_starts_its_runs_in_the_order_it_names_them():
+    from jobs.benchmark_suite import Slice
+
+    runs = [{"setting": s, "method": m, "seed": 13} for s in ("a", "b") for m in ("raw", "aeda", "diffusion")]
+    order = [(r["setting"], r["method"]) for r in Slice(methods=("diffusion", "raw", "aeda")).ordered(runs)]
+    # each (setting, seed) keeps its place (they share stages); inside it, the named order
+    assert order == [("a", "diffusion"), ("a", "raw"), ("a", "aeda"), ("b", "diffusion"), ("b", "raw"), ("b", "aeda")]
+    assert Slice().ordered(runs) == runs  # no --only-methods: the suite's order
