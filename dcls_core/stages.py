@@ -21,6 +21,7 @@ can share) the same stage folders.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -536,6 +537,15 @@ def load_pseudo(out: Dict[str, Any]) -> Optional[pd.DataFrame]:
     return out["pseudo"]
 
 
+def has_pseudo_rows(out: Dict[str, Any]) -> bool:
+    """Whether the generated pseudo samples of a :func:`run_stages` result hold a row a fit would
+    train on (blank texts are dropped by the fit, as by :func:`dcls_core.training.probe_frame`)."""
+    from dcls_core.data import blank_text
+
+    pseudo = load_pseudo(out)
+    return pseudo is not None and bool((~blank_text(pseudo["text"])).any())
+
+
 def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None,
                data_variant: str = "pipeline") -> Dict[str, Any]:
     """Run the stages of ``cfg`` in order on ``store`` with ``executor``, each once per key.
@@ -641,7 +651,12 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
     arms = {"raw": raw}
     arms["no_augmentation"] = raw if ccfg.alpha == 0 else fit(
         "no_augmentation", [data], arm_recipe(ccfg, "no_augmentation"), stage_config("no_augmentation", cfg))
-    if augmenting:
+    if augmenting and cfg.augment.mode == "static" and not has_pseudo_rows(out):
+        # nothing to train on (an augmenter skipped offline, or every sample dropped): the
+        # augmented fit would be the no_augmentation fit step for step, so it is that fit
+        log.info("no pseudo samples to train on: the augmented arm is the no_augmentation arm")
+        arms["augmented"] = arms["no_augmentation"]
+    elif augmenting:
         extra: Dict[str, Any] = {}
         if cfg.augment.mode == "reflective":
             sources = da.plan_sources(train, cfg.augment, cfg.generator, cfg.seed)
@@ -671,10 +686,15 @@ def evaluate_arms(folder: Path, cfg: Config, names: Sequence[str], out: Dict[str
     train, dev, test, pseudo = out["train"], out["dev"], out["test"], load_pseudo(out)
     splits = [(split, frame) for split, frame in (("dev", dev), ("test", test)) if len(frame)]
     metrics: Dict[str, Any] = {"best_step": {}}
+    scored: Dict[str, str] = {}  # stage key -> the arm that scored it (two arms may be one fit)
     for arm, stage in out["arms"].items():
-        model, tok = da.load_classifier_checkpoint(stage.file("model"))
-        metrics[arm] = {split: evaluate(model, frame, tok, names, ml, keep_predictions=split == "dev")
-                        for split, frame in splits}
+        if stage.key in scored:
+            metrics[arm] = copy.deepcopy(metrics[scored[stage.key]])
+        else:
+            model, tok = da.load_classifier_checkpoint(stage.file("model"))
+            metrics[arm] = {split: evaluate(model, frame, tok, names, ml, keep_predictions=split == "dev")
+                            for split, frame in splits}
+            scored[stage.key] = arm
         metrics["best_step"][arm] = read_json(stage.file("model") / "fit.json")["best_step"]
     probe = probe_classifier(cfg.model, train, names, ml, ccfg.probe_C, cfg.seed)
     probe_tok = load_tokenizer(cfg.model)

@@ -103,6 +103,20 @@ def test_reflective_mode_regenerates_in_process_too(first):
     assert (regenerated["text"] != static["text"]).any()  # drawn again (round seeds), from new importance
 
 
+def test_an_augmenter_that_adds_nothing_reuses_the_no_augmentation_fit(first):
+    """Backtranslation offline is skipped (no pseudo samples): an augmented fit on nothing would be
+    the no_augmentation fit again, step for step, so the run reuses that fit instead of training."""
+    missing = "dcls-test/no-such-translation-model"
+    _, out = _run(first["root"], "augment.method=backtranslation", f"augment.backtranslation.forward_model={missing}",
+                  f"augment.backtranslation.backward_model={missing}")
+    assert len(load_pseudo(out)) == 0
+    assert out["arms"]["augmented"] is out["arms"]["no_augmentation"]
+    assert _built(out) == {"generation", "evaluation"}  # no classifier was trained
+    metrics = pd.read_json(out["evaluation"].file("metrics.json"), typ="series")
+    assert metrics["augmented"]["test"] == metrics["no_augmentation"]["test"]
+    assert metrics["best_step"]["augmented"] == metrics["best_step"]["no_augmentation"]
+
+
 def test_the_in_process_augmenter_makes_the_stages_pseudo_samples(first):
     """`quick` and `dcls augment` without Ray generate in one process (DiffusionAugmenter): from
     the same rows, whatever drew random numbers before, the stages' pseudo samples."""
