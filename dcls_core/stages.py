@@ -2,7 +2,8 @@
 writes, and where its heavy work runs.
 
     data -> raw (also the proxy, unless classifier.separate_proxy) -> importance -> generator
-         -> generation -> no_augmentation, augmented -> evaluation
+         -> generation -> no_augmentation, augmented -> evaluation (reads each arm's scores and the
+            probe's, stages of their own)
 
 :func:`run_stages` runs them in that order against a stage store (a
 :class:`~dcls_core.artifacts.RunFolder`, or anything with its ``stage(name, inputs, config, fn)``,
@@ -122,6 +123,13 @@ STAGES: Dict[str, Stage] = {s.name: s for s in (
           _fit_key(lambda c: arm_recipe(c, "no_augmentation"))),
     Stage("augmented", ("data", "generation"), ("model/",), "fit (Ray Train)",
           lambda cfg: dict(_fit_key(lambda c: arm_recipe(c, "augmented"))(cfg), augment=cfg.augment)),
+    # an arm's and the probe's dev and test scores: stages of their own, so that the runs of a
+    # (dataset, seed) that share an arm (raw, no_augmentation) score it once, not once per run
+    Stage("scores", ("data", "raw | no_augmentation | augmented"), ("scores.json",), "driver",
+          lambda cfg: {"max_length": cfg.data.max_length}),
+    Stage("probe", ("data",), ("scores.json",), "driver",
+          lambda cfg: {"model": cfg.model, "probe_C": cfg.classifier.probe_C, "seed": cfg.seed,
+                       "max_length": cfg.data.max_length}),
     Stage("evaluation", ("raw", "no_augmentation", "augmented"), ("metrics.json", "augmented.parquet"), "driver",
           lambda cfg: {"max_length": cfg.data.max_length, "probe_C": cfg.classifier.probe_C,
                        **{k: getattr(cfg.classifier, k) for k in SELECTION_FIELDS}}),
@@ -536,6 +544,15 @@ def load_pseudo(out: Dict[str, Any]) -> Optional[pd.DataFrame]:
     return out["pseudo"]
 
 
+def has_pseudo_rows(out: Dict[str, Any]) -> bool:
+    """Whether the generated pseudo samples of a :func:`run_stages` result hold a row a fit would
+    train on (blank texts are dropped by the fit, as by :func:`dcls_core.training.probe_frame`)."""
+    from dcls_core.data import blank_text
+
+    pseudo = load_pseudo(out)
+    return pseudo is not None and bool((~blank_text(pseudo["text"])).any())
+
+
 def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None,
                data_variant: str = "pipeline") -> Dict[str, Any]:
     """Run the stages of ``cfg`` in order on ``store`` with ``executor``, each once per key.
@@ -641,7 +658,12 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
     arms = {"raw": raw}
     arms["no_augmentation"] = raw if ccfg.alpha == 0 else fit(
         "no_augmentation", [data], arm_recipe(ccfg, "no_augmentation"), stage_config("no_augmentation", cfg))
-    if augmenting:
+    if augmenting and cfg.augment.mode == "static" and not has_pseudo_rows(out):
+        # nothing to train on (an augmenter skipped offline, or every sample dropped): the
+        # augmented fit would be the no_augmentation fit step for step, so it is that fit
+        log.info("no pseudo samples to train on: the augmented arm is the no_augmentation arm")
+        arms["augmented"] = arms["no_augmentation"]
+    elif augmenting:
         extra: Dict[str, Any] = {}
         if cfg.augment.mode == "reflective":
             sources = da.plan_sources(train, cfg.augment, cfg.generator, cfg.seed)
@@ -654,12 +676,13 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
             out["pseudo_path"] = arms["augmented"].file("model") / "pseudo.parquet"
     out["arms"] = arms
     out["evaluation"] = store.stage("evaluation", list(dict.fromkeys(arms.values())), stage_config("evaluation", cfg),
-                                    lambda d: evaluate_arms(d, cfg, names, out))
+                                    lambda d: evaluate_arms(d, cfg, names, out, store))
     return out
 
 
-def evaluate_arms(folder: Path, cfg: Config, names: Sequence[str], out: Dict[str, Any]) -> Dict[str, int]:
-    """The evaluation stage: every arm and the frozen-encoder probe on dev and test, the arm the run
+def evaluate_arms(folder: Path, cfg: Config, names: Sequence[str], out: Dict[str, Any], store) -> Dict[str, int]:
+    """The evaluation stage: every arm and the frozen-encoder probe on dev and test (each a
+    ``scores`` or ``probe`` stage of ``store``, shown in ``out["scores"]``), the arm the run
     recommends (``select_arm``), and the augmented data set with each row's label consistency."""
     from dcls_core import diffusion_augmenter as da
     from dcls_core.classifier import probe_classifier
@@ -671,14 +694,26 @@ def evaluate_arms(folder: Path, cfg: Config, names: Sequence[str], out: Dict[str
     train, dev, test, pseudo = out["train"], out["dev"], out["test"], load_pseudo(out)
     splits = [(split, frame) for split, frame in (("dev", dev), ("test", test)) if len(frame)]
     metrics: Dict[str, Any] = {"best_step": {}}
-    for arm, stage in out["arms"].items():
-        model, tok = da.load_classifier_checkpoint(stage.file("model"))
-        metrics[arm] = {split: evaluate(model, frame, tok, names, ml, keep_predictions=split == "dev")
-                        for split, frame in splits}
+
+    def score_arm(d: Path, checkpoint: Path):
+        model, tok = da.load_classifier_checkpoint(checkpoint)
+        atomic_write_json(d / "scores.json", {split: evaluate(model, frame, tok, names, ml,
+                                                              keep_predictions=split == "dev")
+                                              for split, frame in splits})
+
+    def score_probe(d: Path):
+        probe = probe_classifier(cfg.model, train, names, ml, ccfg.probe_C, cfg.seed)
+        tok = load_tokenizer(cfg.model)
+        atomic_write_json(d / "scores.json", {split: evaluate(probe, frame, tok, names, ml) for split, frame in splits})
+
+    scores = out["scores"] = {}
+    for arm, stage in out["arms"].items():  # an arm that is another's fit is scored once (its stage key)
+        scores[arm] = store.stage("scores", [out["data"], stage], stage_config("scores", cfg),
+                                  lambda d, ckpt=stage.file("model"): score_arm(d, ckpt))
+        metrics[arm] = read_json(scores[arm].file("scores.json"))
         metrics["best_step"][arm] = read_json(stage.file("model") / "fit.json")["best_step"]
-    probe = probe_classifier(cfg.model, train, names, ml, ccfg.probe_C, cfg.seed)
-    probe_tok = load_tokenizer(cfg.model)
-    metrics["probe"] = {split: evaluate(probe, frame, probe_tok, names, ml) for split, frame in splits}
+    scores["probe"] = store.stage("probe", [out["data"]], stage_config("probe", cfg), score_probe)
+    metrics["probe"] = read_json(scores["probe"].file("scores.json"))
     judge = out["consistency_model"]
     if judge is not None and cfg.augment.method == "diffusion":
         history = read_json(Path(judge) / "history.json")

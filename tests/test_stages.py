@@ -27,6 +27,7 @@ def _run(tmp_path, *overrides, until=None, batch_size=64):
 def _built(out):
     stages = [out[k] for k in ("data", "raw", "importance", "generator", "generation")]
     stages += [out["arms"]["no_augmentation"], out["arms"]["augmented"], out["evaluation"]]
+    stages += out.get("scores", {}).values()  # an arm's scores and the probe's (when evaluation ran)
     return {s.name for s in stages if s is not None and not s.skipped}  # reflective: no generation stage
 
 
@@ -57,14 +58,18 @@ def test_every_stage_runs_in_process_and_evaluates_every_arm(first):
 
 
 @pytest.mark.parametrize("override,rebuilt", [
-    ("generator.group_index=3", {"generation", "augmented", "evaluation"}),  # a decoding setting
-    ("generator.lam=0.25", {"generator", "generation", "augmented", "evaluation"}),  # read by training too
-    ("classifier.tau=0.2", {"no_augmentation", "augmented", "evaluation"}),  # raw (alpha = 0) never reads it
+    # a new fit is scored; the arms and the probe a run shares with an earlier one are not scored again
+    ("generator.group_index=3", {"generation", "augmented", "scores", "evaluation"}),  # a decoding setting
+    ("generator.lam=0.25", {"generator", "generation", "augmented", "scores", "evaluation"}),  # read by training too
+    ("classifier.tau=0.2", {"no_augmentation", "augmented", "scores", "evaluation"}),  # raw (alpha = 0) never reads it
     ("classifier.select_confidence=0.5", {"evaluation"}),  # only the arm selection reads it
 ])
 def test_a_changed_setting_rebuilds_only_the_stages_that_read_it(first, override, rebuilt):
     _, out = _run(first["root"], override)
     assert _built(out) == rebuilt
+    metrics = pd.read_json(out["evaluation"].file("metrics.json"), typ="series")
+    before = pd.read_json(first["out"]["evaluation"].file("metrics.json"), typ="series")
+    assert metrics["raw"] == before["raw"]  # read back from the first run's scores, as it wrote them
 
 
 def test_a_fresh_store_reproduces_every_stage_whatever_the_batching(first, tmp_path):
@@ -96,11 +101,25 @@ def test_reflective_mode_regenerates_in_process_too(first):
     """augment.mode=reflective in the LocalExecutor: the augmented fit rescores and regenerates its
     sources with the classifier being trained (the same regenerator as the Ray Train loop)."""
     cfg, out = _run(first["root"], "augment.mode=reflective")
-    assert _built(out) == {"augmented", "evaluation"}  # everything up to the generator is reused
+    assert _built(out) == {"augmented", "scores", "evaluation"}  # everything up to the generator is reused
     static = first["out"]["pseudo"]
     regenerated = out["pseudo"]
     assert list(regenerated["id"]) == list(static["id"])  # the same plan: one row per planned sample
     assert (regenerated["text"] != static["text"]).any()  # drawn again (round seeds), from new importance
+
+
+def test_an_augmenter_that_adds_nothing_reuses_the_no_augmentation_fit(first):
+    """Backtranslation offline is skipped (no pseudo samples): an augmented fit on nothing would be
+    the no_augmentation fit again, step for step, so the run reuses that fit instead of training."""
+    missing = "dcls-test/no-such-translation-model"
+    _, out = _run(first["root"], "augment.method=backtranslation", f"augment.backtranslation.forward_model={missing}",
+                  f"augment.backtranslation.backward_model={missing}")
+    assert len(load_pseudo(out)) == 0
+    assert out["arms"]["augmented"] is out["arms"]["no_augmentation"]
+    assert _built(out) == {"generation", "evaluation"}  # no classifier was trained, none scored again
+    metrics = pd.read_json(out["evaluation"].file("metrics.json"), typ="series")
+    assert metrics["augmented"]["test"] == metrics["no_augmentation"]["test"]
+    assert metrics["best_step"]["augmented"] == metrics["best_step"]["no_augmentation"]
 
 
 def test_the_in_process_augmenter_makes_the_stages_pseudo_samples(first):
