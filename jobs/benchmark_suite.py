@@ -355,6 +355,12 @@ def summarise(suite, records: List[Dict[str, Any]]) -> Dict[str, Any]:
                               and r.get("skipped")})
             if skipped:
                 row["skipped"] = skipped
+            # an augmenter that ran but added nothing (e.g. retrieval with no unlabelled text left):
+            # its score is the no-pseudo-sample arm's, which the table must say
+            empty = sum(1 for r in runs if r["setting"] == setting and r["method"] == method
+                        and r.get("arm") == "augmented" and r.get("pseudo_rows") == 0 and not r.get("skipped"))
+            if empty:
+                row["no_pseudo_runs"] = empty
             diags = [r["diagnostics"] for r in runs if r["setting"] == setting and r["method"] == method
                      and r.get("diagnostics")]
             if diags:  # mean over the seeds that recorded them (runs from before they were recorded lack them)
@@ -401,6 +407,8 @@ def markdown(summary: Dict[str, Any]) -> str:
                     text += f" [{r['paper']:.2f}]"
                 if r.get("skipped"):
                     text += " (augmenter skipped)"
+                if r.get("no_pseudo_runs"):
+                    text += f" (no pseudo samples in {r['no_pseudo_runs']} of {r['n']} runs)"
                 cells.append(text)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")

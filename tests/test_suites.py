@@ -204,6 +204,28 @@ def test_the_table_gives_a_spread_only_where_there_are_several_seeds():
     assert "| aeda | 61.00 (n=1) | - |" in table  # one seed: no "± 0.00" claiming no spread
 
 
+def test_the_table_says_where_an_augmenter_added_no_pseudo_sample(tmp_path):
+    """A run whose augmenter ran but added nothing (retrieval with no unlabelled text left) scores
+    the no-pseudo-sample arm: the table says so instead of showing it as the method's score."""
+    from jobs.benchmark_suite import load_suite, markdown, summarise
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(dict(SUITE, seeds=[13, 42]), sort_keys=False))
+    suite = load_suite(str(path))
+
+    def record(method, seed, pseudo_rows, skipped=None):
+        return {"setting": "smoke", "method": method, "seed": seed, "arm": "augmented", "pseudo_rows": pseudo_rows,
+                "skipped": skipped, "test": {"accuracy": 0.6, "macro_f1": 0.6},
+                "probe_test": {"accuracy": 0.4, "macro_f1": 0.4}}
+
+    summary = summarise(suite, [record("aeda", 13, 0), record("aeda", 42, 24),
+                                record("diffusion", 13, 48), record("diffusion", 42, 0, skipped="offline")])
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert rows["aeda"]["no_pseudo_runs"] == 1 and "no_pseudo_runs" not in rows["diffusion"]  # skipped says why
+    table = markdown(summary)
+    assert "| aeda | 60.00 ± 0.00 (no pseudo samples in 1 of 2 runs) |" in table
+
+
 def test_a_slice_whose_shared_stages_are_being_built_yields_its_core_to_other_work():
     from jobs.benchmark_suite import next_to_start
 
