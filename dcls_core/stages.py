@@ -130,7 +130,8 @@ STAGES: Dict[str, Stage] = {s.name: s for s in (
     Stage("probe", ("data",), ("scores.json",), "driver",
           lambda cfg: {"model": cfg.model, "probe_C": cfg.classifier.probe_C, "seed": cfg.seed,
                        "max_length": cfg.data.max_length}),
-    Stage("evaluation", ("raw", "no_augmentation", "augmented"), ("metrics.json", "augmented.parquet"), "driver",
+    Stage("evaluation", ("raw", "no_augmentation", "augmented", "generation"), ("metrics.json", "augmented.parquet"),
+          "driver",
           lambda cfg: {"max_length": cfg.data.max_length, "probe_C": cfg.classifier.probe_C,
                        **{k: getattr(cfg.classifier, k) for k in SELECTION_FIELDS}}),
 )}
@@ -675,7 +676,11 @@ def run_stages(cfg: Config, bundle, store, executor, until: Optional[str] = None
         if cfg.augment.mode == "reflective":  # the last regenerated set
             out["pseudo_path"] = arms["augmented"].file("model") / "pseudo.parquet"
     out["arms"] = arms
-    out["evaluation"] = store.stage("evaluation", list(dict.fromkeys(arms.values())), stage_config("evaluation", cfg),
+    # the evaluation reads the arms and the pseudo samples (diagnostics, augmented.parquet): the
+    # generation is named even where the augmented arm's key carries it, since that arm may be the
+    # no_augmentation fit, and a run without pseudo samples is not the raw run's evaluation
+    inputs = list(dict.fromkeys(arms.values())) + ([out["generation"]] if out["generation"] is not None else [])
+    out["evaluation"] = store.stage("evaluation", inputs, stage_config("evaluation", cfg),
                                     lambda d: evaluate_arms(d, cfg, names, out, store))
     return out
 

@@ -111,12 +111,14 @@ def test_reflective_mode_regenerates_in_process_too(first):
 def test_an_augmenter_that_adds_nothing_reuses_the_no_augmentation_fit(first):
     """Backtranslation offline is skipped (no pseudo samples): an augmented fit on nothing would be
     the no_augmentation fit again, step for step, so the run reuses that fit instead of training."""
+    _, plain = _run(first["root"], "augment.method=none")  # the same two fits, and no augmenter
     missing = "dcls-test/no-such-translation-model"
     _, out = _run(first["root"], "augment.method=backtranslation", f"augment.backtranslation.forward_model={missing}",
                   f"augment.backtranslation.backward_model={missing}")
     assert len(load_pseudo(out)) == 0
     assert out["arms"]["augmented"] is out["arms"]["no_augmentation"]
     assert _built(out) == {"generation", "evaluation"}  # no classifier was trained, none scored again
+    assert out["evaluation"].key != plain["evaluation"].key  # its own evaluation, with an augmented arm
     metrics = pd.read_json(out["evaluation"].file("metrics.json"), typ="series")
     assert metrics["augmented"]["test"] == metrics["no_augmentation"]["test"]
     assert metrics["best_step"]["augmented"] == metrics["best_step"]["no_augmentation"]
