@@ -343,14 +343,21 @@ def summarise(suite, records: List[Dict[str, Any]]) -> Dict[str, Any]:
         for method in methods:
             if method == "probe":  # every run of a (setting, seed) shares the rows: one probe per seed
                 by_seed = {r["seed"]: r["probe_test"] for r in runs if r["setting"] == setting and "probe_test" in r}
-                scores = list(by_seed.values())
             else:
-                scores = [r["test"] for r in runs if r["setting"] == setting and r["method"] == method]
+                by_seed = {r["seed"]: r["test"] for r in runs if r["setting"] == setting and r["method"] == method}
+            scores = list(by_seed.values())
+            raw = {r["seed"]: r["test"] for r in runs if r["setting"] == setting and r["method"] == "raw"}
+            paired = sorted(set(by_seed) & set(raw)) if method != "raw" else []
             row: Dict[str, Any] = {"setting": setting, "method": method, "n": len(scores)}
             for metric in ("accuracy", "macro_f1"):
                 vals = np.array([s[metric] for s in scores], float) * 100
                 row[f"{metric}_mean"] = round(float(vals.mean()), 2) if len(vals) else None
                 row[f"{metric}_std"] = round(float(vals.std()), 2) if len(vals) else None
+                if paired:  # minus raw on the seeds both ran: means over different seeds do not compare
+                    diff = np.array([by_seed[s][metric] - raw[s][metric] for s in paired], float) * 100
+                    row[f"{metric}_minus_raw"] = [round(float(diff.mean()), 2), round(float(diff.std()), 2)]
+            if paired:
+                row["paired_seeds"] = paired
             skipped = sorted({r["skipped"] for r in runs if r["setting"] == setting and r["method"] == method
                               and r.get("skipped")})
             if skipped:
@@ -411,6 +418,26 @@ def markdown(summary: Dict[str, Any]) -> str:
                     text += f" (no pseudo samples in {r['no_pseudo_runs']} of {r['n']} runs)"
                 cells.append(text)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    paired = [r for r in summary["rows"] if r.get("paired_seeds")]
+    if paired:
+        metric = summary["metrics"][0]
+        lines += [f"## {metric} minus raw, paired by seed", "",
+                  "Each method's score minus raw's on the seeds both ran (mean ± std over those seeds).", "",
+                  "| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+        for method in methods:
+            cells = []
+            for s in settings:
+                r = cell.get((s, method))
+                if r is None or not r.get("paired_seeds"):
+                    cells.append("-")
+                    continue
+                mean, std = r[f"{metric}_minus_raw"]
+                n = len(r["paired_seeds"])
+                cells.append(f"{mean:+.2f}" + (f" ± {std:.2f}" if n > 1 else "")
+                             + (f" (n={n})" if n < len(summary["seeds"]) else ""))
+            if any(c != "-" for c in cells):
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     diag = [r for r in summary["rows"] if r.get("diagnostics")]
     if diag:

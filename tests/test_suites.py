@@ -278,3 +278,24 @@ def test_a_method_slice_starts_its_runs_in_the_order_it_names_them():
     # each (setting, seed) keeps its place (they share stages); inside it, the named order
     assert order == [("a", "diffusion"), ("a", "raw"), ("a", "aeda"), ("b", "diffusion"), ("b", "raw"), ("b", "aeda")]
     assert Slice().ordered(runs) == runs  # no --only-methods: the suite's order
+
+
+def test_minus_raw_is_paired_on_the_seeds_both_ran(tmp_path):
+    """Raw has a seed the method lacks: the difference uses only the shared seeds, not the two means."""
+    from jobs.benchmark_suite import load_suite, markdown, summarise
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(dict(SUITE, seeds=[13, 42, 87]), sort_keys=False))
+    suite = load_suite(str(path))
+
+    def record(method, seed, f1):
+        return {"setting": "smoke", "method": method, "seed": seed, "arm": "augmented", "pseudo_rows": 4,
+                "test": {"accuracy": f1, "macro_f1": f1}, "probe_test": {"accuracy": 0.1, "macro_f1": 0.1}}
+
+    summary = summarise(suite, [record("raw", 13, 0.50), record("raw", 42, 0.40), record("raw", 87, 0.90),
+                                record("aeda", 13, 0.52), record("aeda", 42, 0.44)])
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert rows["aeda"]["paired_seeds"] == [13, 42]
+    assert rows["aeda"]["macro_f1_minus_raw"] == [3.0, 1.0]  # (+2, +4), not 48.0 - 60.0
+    assert "paired_seeds" not in rows["raw"]
+    assert "| aeda | +3.00 ± 1.00 (n=2) |" in markdown(summary)
